@@ -1,0 +1,70 @@
+"""Command-line entry point: argument parsing and error reporting only.
+
+Each command lives in its own module under builder/commands/ and exposes
+`register(subparsers) -> None`, which adds its parser and sets `func` to a callable taking the parsed
+namespace and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+from builder import __version__
+from builder.errors import ImgbuildError
+
+# The commands, in the order `imgbuild --help` lists them. One line per module under builder/commands/.
+COMMAND_MODULES: tuple[str, ...] = (
+    "builder.commands.inspect",
+    "builder.commands.import_",
+)
+
+log = logging.getLogger("imgbuild")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imgbuild",
+        description="Build bootable disk images from ostree-native and bootc container images.",
+    )
+    parser.add_argument("--version", action="version", version=f"imgbuild {__version__}")
+    parser.add_argument("--debug", action="store_true", help="debug logging, tracebacks on errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def setup_logging(verbose: bool, debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def report(error: ImgbuildError, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"imgbuild: error: {error.message}", file=sys.stderr)
+    if error.hint:
+        print(f"hint: {error.hint}", file=sys.stderr)
+    return error.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.debug)
+    try:
+        return int(args.func(args))
+    except ImgbuildError as e:
+        return report(e, args.debug)
+    except KeyboardInterrupt:
+        print("imgbuild: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141

@@ -1,0 +1,1 @@
+"""ostree: importing ostree-native containers, encapsulating commits, deployment helpers."""

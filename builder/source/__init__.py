@@ -1,0 +1,1 @@
+"""Container input: references, fetching with skopeo, the blob cache, verification, classification."""

@@ -19,7 +19,7 @@ except (ImportError, ValueError) as e:  # pragma: no cover - depends on the host
         "(`make setup`)",
     ) from e
 
-__all__ = ["Gio", "GLib", "OSTree", "create_repo", "open_repo"]
+__all__ = ["GLib", "Gio", "OSTree", "create_repo", "open_repo"]
 
 
 def open_repo(path: Path) -> Any:

@@ -1,0 +1,86 @@
+"""`imgbuild inspect REF`: fetch an image into the cache and say what it is and whether it boots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from builder.arch import Arch
+from builder.source.fetch import fetch_image
+from builder.source.inspect import describe
+from builder.source.reference import parse_reference
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "inspect",
+        help="fetch an image and show its layers, ostree commit and kernels",
+        description="Fetch an image into the cache (verifying every digest) and describe it.",
+    )
+    parser.add_argument(
+        "reference", metavar="REF", help="e.g. registry.invalid/fedora/silverblue:36, oci:DIR"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "--arch", type=Arch.parse, default=None, help="x86_64 or aarch64 (default: the host's)"
+    )
+    parser.add_argument("--authfile", type=Path, default=None, help="containers auth.json for the registry")
+    parser.add_argument(
+        "--tls-verify",
+        default="true",
+        choices=("true", "false"),
+        help="verify the registry's TLS certificate (false for a plain-HTTP registry on loopback)",
+    )
+    parser.add_argument("--cache", type=Path, default=None, help="the OCI blob cache (default: ~/.cache/...)")
+    parser.set_defaults(func=run)
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_text(summary: dict[str, Any]) -> str:
+    lines = [
+        f"reference:     {summary['reference']}",
+        f"digest:        {summary['digest']}",
+        f"architecture:  {summary['architecture']}",
+        f"layout:        {summary['layout']}",
+        f"ostree commit: {summary['ostree_commit'] or '-'}",
+        f"kernels:       {', '.join(summary['kernels']) or '-'}",
+        f"bootable:      {'yes' if summary['bootable'] else 'no'}",
+        "labels:",
+    ]
+    lines += [f"  {key}={value}" for key, value in summary["labels"].items()] or ["  -"]
+    lines.append("layers:")
+    for layer in summary["layers"]:
+        lines.append(
+            f"  {layer['index']:>3} {layer['role']:<14} {_human(layer['size']):>10}  "
+            f"{layer['compression']:<5} {layer['digest']}"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    ref = parse_reference(args.reference)
+    image = fetch_image(
+        ref,
+        arch=args.arch,
+        cache=args.cache,
+        authfile=args.authfile,
+        tls_verify=args.tls_verify == "true",
+    )
+    summary = describe(image)
+    summary["reference"] = str(ref)
+    summary["origin"] = ref.origin
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_text(summary))
+    return 0

@@ -1,0 +1,1 @@
+"""Writing OCI image layouts and oci-archives (the reading side lives in builder.source)."""

@@ -1,0 +1,81 @@
+"""`imgbuild serve`: the blueprint-submission service (Image Builder's Weldr API)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from builder.errors import ImgbuildError
+from builder.service.client import read_token
+from builder.service.server import DEFAULT_SOCKET, DEFAULT_STATE, Service, ServiceConfig
+
+log = logging.getLogger(__name__)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ImgbuildError(f"--listen wants HOST:PORT, not {text!r}")
+    return host, int(port)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    listen = parse_listen(args.listen) if args.listen else None
+    if listen is not None and args.token_file is None:
+        raise ImgbuildError("--listen needs --token-file: the service never serves TCP without a token")
+    if args.workers < 1:
+        raise ImgbuildError("--workers must be at least 1")
+    config = ServiceConfig(
+        state_dir=args.state,
+        socket_path=args.socket,
+        group=args.group,
+        listen=listen,
+        token=read_token(args.token_file) if args.token_file else None,
+        workers=args.workers,
+        default_ref=args.default_ref,
+    )
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    with Service(config) as service:
+        where = [str(args.socket)]
+        if listen is not None:
+            where.append("http://{}:{}".format(*service.tcp_address))
+        log.warning("imgbuild service listening on %s (state in %s)", ", ".join(where), args.state)
+        stopping.wait()
+        log.warning("imgbuild service stopping")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="run the blueprint-submission service (Weldr API, as composer-cli speaks it)",
+        description="Serve Image Builder's Weldr API on a Unix socket (and optionally TCP with a token); "
+        "composes run the builder in the background.",
+    )
+    parser.add_argument(
+        "--socket", type=Path, default=DEFAULT_SOCKET, help=f"Unix socket (default {DEFAULT_SOCKET})"
+    )
+    parser.add_argument("--group", help="group owning the socket (mode 0660)")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="also serve HTTP on TCP (needs --token-file)")
+    parser.add_argument("--token-file", type=Path, help="file holding the bearer token TCP clients must send")
+    parser.add_argument(
+        "--state", type=Path, default=DEFAULT_STATE, help=f"state directory (default {DEFAULT_STATE})"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="composes run at the same time (default 1)")
+    parser.add_argument(
+        "--default-ref",
+        metavar="CONTAINER_REF",
+        help="container image for compose requests that name none (plain `composer-cli compose start`)",
+    )
+    parser.set_defaults(func=run_serve)

@@ -1,0 +1,90 @@
+"""Blueprints at the API's edge: decode a pushed body (TOML or JSON), validate it, encode it as TOML.
+
+The service stores a blueprint as the plain document the user pushed (with its version bumped), as
+composer does; validation is `builder.blueprint.parse_blueprint` (the same parser the command line uses)
+once that module exists, and plain TOML/JSON parsing until then. `_validator()` is the one switch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import tomllib
+from collections.abc import Callable
+from typing import Any
+
+import tomli_w
+
+from builder.errors import BlueprintError
+from builder.service.store import BlueprintDoc
+from builder.service.weldr import BLUEPRINTS_ERROR, WeldrError, check_name, check_version
+
+BAD_REQUEST = "400 Bad Request: The browser (or proxy) sent a request that this server could not understand: "
+
+MEDIA_FORMATS = {"text/x-toml": "toml", "application/json": "json"}
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def _validator() -> Callable[[str, str, str], object] | None:
+    """builder.blueprint.parse_blueprint(text, fmt, origin), or None while that module does not exist."""
+    try:
+        module = importlib.import_module("builder.blueprint")
+    except ModuleNotFoundError as e:
+        if e.name != "builder.blueprint":
+            raise
+        return None
+    parse: Callable[[str, str, str], object] | None = getattr(module, "parse_blueprint", None)
+    return parse
+
+
+def _plain(value: Any, where: str) -> Any:
+    """JSON-compatible data only (TOML dates have no JSON form); JSON nulls are dropped as Go does."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value) if v is not None]
+    if isinstance(value, str | bool | int | float):
+        return value
+    raise WeldrError(BLUEPRINTS_ERROR, f"{BAD_REQUEST}unsupported value at {where.lstrip('.')}")
+
+
+def decode_blueprint(body: bytes, content_type: str | None) -> BlueprintDoc:
+    """A pushed blueprint body as a document with a valid name and version (WeldrError otherwise)."""
+    if not content_type:
+        raise WeldrError(BLUEPRINTS_ERROR, "missing Content-Type header")
+    if not body:
+        raise WeldrError(BLUEPRINTS_ERROR, "Missing blueprint")
+    fmt = MEDIA_FORMATS.get(media_type(content_type))
+    if fmt is None:
+        raise WeldrError(BLUEPRINTS_ERROR, f"{BAD_REQUEST}blueprint must be in json or toml format")
+    try:
+        text = body.decode("utf-8")
+        raw = json.loads(text) if fmt == "json" else tomllib.loads(text)
+    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise WeldrError(BLUEPRINTS_ERROR, f"{BAD_REQUEST}{e}") from None
+    if not isinstance(raw, dict):
+        raise WeldrError(BLUEPRINTS_ERROR, f"{BAD_REQUEST}a blueprint is a table/object")
+    doc: BlueprintDoc = _plain(raw, "")
+    name = doc.get("name")
+    if not isinstance(name, str):
+        raise WeldrError(BLUEPRINTS_ERROR, "empty blueprint name not allowed")
+    check_name(name)
+    version = doc.get("version", "")
+    if not isinstance(version, str):
+        raise WeldrError(BLUEPRINTS_ERROR, f"Invalid 'version', must use Semantic Versioning: {version}")
+    if version:
+        check_version(version)
+    validate = _validator()
+    if validate is not None:
+        try:
+            validate(text, fmt, f"blueprint {name}")
+        except BlueprintError as e:
+            raise WeldrError(BLUEPRINTS_ERROR, e.message) from None
+    return doc
+
+
+def encode_toml(doc: BlueprintDoc) -> str:
+    return tomli_w.dumps(doc)

@@ -1,0 +1,330 @@
+"""The Weldr compose routes (`/api/v{0,1}/compose...`), in composer's shapes.
+
+imgbuild builds from a container image, so a compose request names one: `"container_ref"`, or Image
+Builder's `{"bootc": {"reference": ...}}`, or else the service's `--default-ref`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import tarfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from builder.service.api import Context, Handler, Request, Response, attachment, json_response
+from builder.service.bpcodec import encode_toml, media_type
+from builder.service.queue import BLUEPRINT_NAME, LOG_NAME, OUTPUT_NAME, compose_dir
+from builder.service.store import Compose, ComposeStatus
+from builder.service.weldr import (
+    BUILD_IN_WRONG_STATE,
+    COMPOSE_ERROR,
+    COMPOSE_TYPES,
+    IMAGE_MIME_TYPES,
+    MISSING_POST,
+    UNKNOWN_BLUEPRINT,
+    UNKNOWN_UUID,
+    WeldrError,
+    check_name,
+    check_uuid,
+    invalid_chars,
+)
+
+# A container reference as skopeo takes it (transport:name, registry/name:tag@digest...): printable, no
+# spaces, and never starting with "-" (it becomes an argument of the builder's command line).
+VALID_REF = re.compile(r"^[A-Za-z0-9][\x21-\x7e]{0,1023}$")
+DEFAULT_LOG_KIB = 1024
+ENDED = (ComposeStatus.FINISHED, ComposeStatus.FAILED)
+
+
+def container_ref(body: dict[str, Any], default: str | None) -> str:
+    ref = body.get("container_ref")
+    bootc = body.get("bootc")
+    if ref is None and isinstance(bootc, dict):
+        ref = bootc.get("reference")
+    if ref is None:
+        ref = default
+    if ref is None:
+        raise WeldrError(
+            COMPOSE_ERROR,
+            'the compose request names no container image: set "container_ref" (or bootc.reference)',
+        )
+    if not isinstance(ref, str) or not VALID_REF.match(ref):
+        raise WeldrError(COMPOSE_ERROR, f"invalid container reference {str(ref)[:100]!r}")
+    return ref
+
+
+def _request_body(req: Request) -> dict[str, Any]:
+    if media_type(req.content_type) != "application/json":
+        raise WeldrError(MISSING_POST, "blueprint must be json")
+    try:
+        body = json.loads(req.body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise WeldrError(COMPOSE_ERROR, f"malformed compose request: {e}") from None
+    if not isinstance(body, dict):
+        raise WeldrError(COMPOSE_ERROR, "malformed compose request: not a JSON object")
+    return body
+
+
+def start(ctx: Context, req: Request) -> Response:
+    body = _request_body(req)
+    name = body.get("blueprint_name")
+    if not isinstance(name, str):
+        raise invalid_chars()
+    check_name(name)
+    compose_type = body.get("compose_type")
+    if compose_type not in COMPOSE_TYPES:
+        raise WeldrError(
+            COMPOSE_ERROR,
+            f"Failed to get compose type {str(compose_type)!r}: the types are {', '.join(COMPOSE_TYPES)}",
+        )
+    size = body.get("size", 0) or 0
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise WeldrError(COMPOSE_ERROR, f"invalid size {size!r}: a number of bytes")
+    ref = container_ref(body, ctx.default_ref)
+    blueprint = ctx.store.committed(name)
+    if blueprint is None:
+        raise WeldrError(UNKNOWN_BLUEPRINT, f"Unknown blueprint name: {name}")
+    warnings = [f"imgbuild ignores the {key!r} option" for key in ("ostree", "upload") if body.get(key)]
+
+    compose_id = str(uuid.uuid4())
+    directory = compose_dir(ctx.config.state_dir, compose_id)
+    directory.mkdir(parents=True)
+    try:
+        partial = directory / (BLUEPRINT_NAME + ".partial")
+        partial.write_text(encode_toml(blueprint))
+        partial.rename(directory / BLUEPRINT_NAME)
+        test = req.param("test")
+        if test in ("1", "2"):  # composer's fake composes, for clients' own tests
+            status = ComposeStatus.FAILED if test == "1" else ComposeStatus.FINISHED
+            reason = "test compose" if test == "1" else None
+            ctx.store.add_compose(compose_id, blueprint, str(compose_type), ref, size, status, reason)
+        else:
+            ctx.store.add_compose(compose_id, blueprint, str(compose_type), ref, size)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)  # no directory without its compose
+        raise
+    ctx.queue.notify()
+    return json_response({"build_id": compose_id, "status": True, "warnings": warnings})
+
+
+def types(ctx: Context, req: Request) -> Response:
+    return json_response({"types": [{"name": name, "enabled": True} for name in COMPOSE_TYPES]})
+
+
+def _entry(compose: Compose) -> dict[str, object]:
+    entry = compose.entry()
+    if compose.reason:
+        entry["reason"] = compose.reason  # imgbuild's addition: why it failed
+    return entry
+
+
+def queue(ctx: Context, req: Request) -> Response:
+    return json_response(
+        {
+            "new": [_entry(c) for c in ctx.store.composes(ComposeStatus.WAITING)],
+            "run": [_entry(c) for c in ctx.store.composes(ComposeStatus.RUNNING)],
+        }
+    )
+
+
+def finished(ctx: Context, req: Request) -> Response:
+    return json_response({"finished": [_entry(c) for c in ctx.store.composes(ComposeStatus.FINISHED)]})
+
+
+def failed(ctx: Context, req: Request) -> Response:
+    return json_response({"failed": [_entry(c) for c in ctx.store.composes(ComposeStatus.FAILED)]})
+
+
+def _compose(ctx: Context, text: str) -> Compose:
+    compose_id = check_uuid(text)
+    compose = ctx.store.compose(compose_id)
+    if compose is None:
+        raise WeldrError(UNKNOWN_UUID, f"{text} is not a valid build uuid")
+    return compose
+
+
+def status(ctx: Context, req: Request) -> Response:
+    if req.args[0] == "*":
+        composes = ctx.store.composes()
+    else:
+        composes = [_compose(ctx, text) for text in req.args[0].split(",")]
+    wanted = {k: req.param(k) for k in ("blueprint", "status", "type") if req.param(k)}
+    composes = [
+        c
+        for c in composes
+        if wanted.get("blueprint", c.blueprint_name) == c.blueprint_name
+        and wanted.get("status", c.status.value) == c.status.value
+        and wanted.get("type", c.compose_type) == c.compose_type
+    ]
+    return json_response({"uuids": [_entry(c) for c in composes]})
+
+
+def info(ctx: Context, req: Request) -> Response:
+    compose = _compose(ctx, req.args[0])
+    reply: dict[str, object] = {
+        "id": compose.id,
+        "config": "",
+        "blueprint": compose.blueprint,
+        "commit": "",
+        "deps": {"packages": []},
+        "compose_type": compose.compose_type,
+        "queue_status": compose.status.value,
+        "image_size": compose.image_size,
+        "container_ref": compose.container_ref,
+    }
+    if compose.reason:
+        reply["reason"] = compose.reason
+    return json_response(reply)
+
+
+def _wrong_state(compose: Compose) -> WeldrError:
+    return WeldrError(BUILD_IN_WRONG_STATE, f"Build {compose.id} is in the wrong state: {compose.status}")
+
+
+def _log_path(ctx: Context, compose: Compose) -> Path:
+    return compose_dir(ctx.config.state_dir, compose.id) / LOG_NAME
+
+
+def log(ctx: Context, req: Request) -> Response:
+    """The tail of the log (`size` KiB, composer's parameter) or, imgbuild's addition for following a
+    running compose, everything from byte `offset` on (the X-Log-Size header gives the log's length)."""
+    compose = _compose(ctx, req.args[0])
+    if compose.status is ComposeStatus.WAITING:
+        error = WeldrError(BUILD_IN_WRONG_STATE, f"Build {compose.id} has not started yet. No logs to view")
+        return json_response(error.body())  # HTTP 200, as composer answers
+    offset_text, size_text = req.param("offset"), req.param("size", str(DEFAULT_LOG_KIB))
+    if (offset_text and not offset_text.isdigit()) or not size_text.isdigit():
+        raise WeldrError(COMPOSE_ERROR, "size and offset are numbers")
+    data = b""
+    length = 0
+    try:
+        with open(_log_path(ctx, compose), "rb") as f:
+            length = f.seek(0, 2)
+            start_at = int(offset_text) if offset_text else max(0, length - int(size_text) * 1024)
+            f.seek(min(start_at, length))
+            data = f.read(min(length - min(start_at, length), 16 * 1024 * 1024))
+    except FileNotFoundError:
+        pass
+    return Response(
+        body=data, content_type="text/plain; charset=utf-8", headers=(("X-Log-Size", str(length)),)
+    )
+
+
+def _ended(ctx: Context, text: str) -> Compose:
+    compose = _compose(ctx, text)
+    if compose.status not in ENDED:
+        raise _wrong_state(compose)
+    return compose
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    member = tarfile.TarInfo(name)
+    member.size, member.mtime, member.mode = len(data), int(time.time()), 0o644
+    tar.addfile(member, io.BytesIO(data))
+
+
+def _add_metadata(ctx: Context, compose: Compose, tar: tarfile.TarFile) -> None:
+    directory = compose_dir(ctx.config.state_dir, compose.id)
+    result = directory / OUTPUT_NAME / "result.json"
+    _add_bytes(tar, f"{compose.id}.json", result.read_bytes() if result.is_file() else b"{}\n")
+    _add_bytes(tar, BLUEPRINT_NAME, encode_toml(compose.blueprint).encode())
+
+
+def _add_log(ctx: Context, compose: Compose, tar: tarfile.TarFile) -> None:
+    path = _log_path(ctx, compose)
+    # composer's name for the log inside the tar, so scripts that extract it keep working
+    _add_bytes(tar, "logs/osbuild.log", path.read_bytes() if path.is_file() else b"")
+
+
+def _tar_response(filename: str, fill: Any) -> Response:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        fill(tar)
+    return Response(body=buffer.getvalue(), content_type="application/x-tar", headers=(attachment(filename),))
+
+
+def logs(ctx: Context, req: Request) -> Response:
+    compose = _ended(ctx, req.args[0])
+    return _tar_response(f"{compose.id}-logs.tar", lambda tar: _add_log(ctx, compose, tar))
+
+
+def metadata(ctx: Context, req: Request) -> Response:
+    compose = _ended(ctx, req.args[0])
+    return _tar_response(f"{compose.id}-metadata.tar", lambda tar: _add_metadata(ctx, compose, tar))
+
+
+def results(ctx: Context, req: Request) -> Response:
+    """Metadata, log and image in one tar, streamed (the image may be gigabytes)."""
+    compose = _ended(ctx, req.args[0])
+
+    def write(out: BinaryIO) -> None:
+        with tarfile.open(fileobj=out, mode="w|") as tar:
+            _add_metadata(ctx, compose, tar)
+            _add_log(ctx, compose, tar)
+            if compose.image is not None:
+                image = compose_dir(ctx.config.state_dir, compose.id) / OUTPUT_NAME / compose.image
+                tar.add(image, arcname=f"{compose.id}-{compose.image}", recursive=False)
+
+    return Response(
+        content_type="application/x-tar", headers=(attachment(f"{compose.id}.tar"),), stream=write
+    )
+
+
+def image(ctx: Context, req: Request) -> Response:
+    compose = _compose(ctx, req.args[0])
+    if compose.status is not ComposeStatus.FINISHED or compose.image is None:
+        raise _wrong_state(compose)
+    path = compose_dir(ctx.config.state_dir, compose.id) / OUTPUT_NAME / compose.image
+    return Response(
+        content_type=IMAGE_MIME_TYPES.get(compose.compose_type, "application/octet-stream"),
+        headers=(attachment(f"{compose.id}-{compose.image}"),),
+        file=path,
+    )
+
+
+def cancel(ctx: Context, req: Request) -> Response:
+    compose = _compose(ctx, req.args[0])
+    if not ctx.queue.cancel(compose.id):
+        raise WeldrError(BUILD_IN_WRONG_STATE, f"Build {compose.id} is not in WAITING or RUNNING.")
+    return json_response({"uuid": compose.id, "status": True})
+
+
+def delete(ctx: Context, req: Request) -> Response:
+    ids = [check_uuid(text) for text in req.args[0].split(",")]
+    deleted: list[dict[str, object]] = []
+    errors: list[dict[str, str]] = []
+    for compose_id in ids:
+        compose = ctx.store.compose(compose_id)
+        if compose is None:
+            errors.append({"id": UNKNOWN_UUID, "msg": f"compose {compose_id} doesn't exist"})
+        elif not ctx.store.delete_compose(compose_id):
+            errors.append(
+                {"id": BUILD_IN_WRONG_STATE, "msg": f"Compose {compose_id} is not in FINISHED or FAILED."}
+            )
+        else:
+            shutil.rmtree(compose_dir(ctx.config.state_dir, compose_id), ignore_errors=True)
+            deleted.append({"uuid": compose_id, "status": True})
+    return json_response({"uuids": deleted, "errors": errors})
+
+
+ROUTES: tuple[tuple[str, tuple[str, ...], int, Handler], ...] = (
+    ("POST", ("compose",), 0, start),
+    ("GET", ("compose", "types"), 0, types),
+    ("GET", ("compose", "queue"), 0, queue),
+    ("GET", ("compose", "finished"), 0, finished),
+    ("GET", ("compose", "failed"), 0, failed),
+    ("GET", ("compose", "status"), 1, status),
+    ("GET", ("compose", "info"), 1, info),
+    ("GET", ("compose", "log"), 1, log),
+    ("GET", ("compose", "logs"), 1, logs),
+    ("GET", ("compose", "metadata"), 1, metadata),
+    ("GET", ("compose", "results"), 1, results),
+    ("GET", ("compose", "image"), 1, image),
+    ("DELETE", ("compose", "cancel"), 1, cancel),
+    ("DELETE", ("compose", "delete"), 1, delete),
+)

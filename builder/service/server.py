@@ -1,0 +1,424 @@
+"""The HTTP/1.1 side of the service: a Unix socket (and optionally TCP with a bearer token), the router.
+
+Standard library only: socketserver's threading servers and http.server's request handler. Every answer
+is Weldr-shaped: a route's WeldrError becomes {"status": false, "errors": [...]}; a bug becomes a 500 with
+a generic message (the traceback goes to the service's log, never to the client).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import hmac
+import json
+import logging
+import os
+import socket
+import socketserver
+import stat
+import sys
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, cast
+
+from builder import __version__
+from builder.errors import ImgbuildError
+from builder.service import routes_blueprints, routes_compose
+from builder.service.api import Context, Handler, Request, Response, json_response
+from builder.service.queue import ComposeQueue, QueueConfig
+from builder.service.store import Store
+from builder.service.weldr import (
+    BLUEPRINTS_ERROR,
+    BUILD_IN_WRONG_STATE,
+    HTTP_ERROR,
+    INTERNAL_ERROR,
+    UNAUTHORIZED,
+    VALID_PATH,
+    WeldrError,
+    invalid_chars,
+    not_found,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOCKET = Path("/run/imgbuild/api.socket")
+DEFAULT_STATE = Path("/var/lib/imgbuild")
+MAX_BODY = 4 * 1024 * 1024  # blueprints are kilobytes; anything near this is a mistake or an attack
+DRAIN_LIMIT = (
+    64 * 1024 * 1024
+)  # a body above MAX_BODY but below this is read and dropped, not answered mid-way
+API_VERSIONS = ("v0", "v1")
+ROUTES = routes_blueprints.ROUTES + routes_compose.ROUTES
+STATUS = {
+    "api": "1",
+    "db_supported": True,
+    "db_version": "0",
+    "schema_version": "0",
+    "backend": "imgbuild",
+    "build": __version__,
+    "msgs": [],
+}
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    state_dir: Path = DEFAULT_STATE
+    socket_path: Path | None = DEFAULT_SOCKET
+    group: str | None = None
+    listen: tuple[str, int] | None = None
+    token: str | None = None  # required with `listen`
+    workers: int = 1
+    default_ref: str | None = None
+    builder_command: tuple[str, ...] = (sys.executable, "-m", "builder")
+    max_body: int = MAX_BODY
+    grace: float = 10.0
+
+
+def split_path(raw: str) -> tuple[list[str], dict[str, list[str]]]:
+    """Path segments and query of a request target; InvalidChars for anything outside the names'
+    alphabet after percent-decoding (NUL, `%2e%2e`, `..`, spaces, non-ASCII)."""
+    path, _, query_text = raw.partition("?")
+    try:
+        decoded = urllib.parse.unquote_to_bytes(path).decode("ascii")
+        query = urllib.parse.parse_qs(query_text, keep_blank_values=True, errors="strict")
+    except (UnicodeError, ValueError):
+        raise invalid_chars() from None
+    if not VALID_PATH.match(decoded):
+        raise invalid_chars()
+    segments = decoded.split("/")
+    if any(segment in (".", "..") for segment in segments):
+        raise invalid_chars()
+    return segments, query
+
+
+def route(method: str, segments: list[str]) -> tuple[Handler, tuple[str, ...]] | None:
+    """The handler and its arguments; None for a path that exists with another method (405);
+    WeldrError 404 for an unknown path."""
+    if segments and segments[-1] == "" and len(segments) > 1:
+        segments = segments[:-1]  # one trailing slash is tolerated
+    if len(segments) < 4 or segments[:2] != ["", "api"] or segments[2] not in API_VERSIONS:
+        raise not_found()
+    rest = segments[3:]
+    if "" in rest:
+        raise not_found()
+    other_method = False
+    for route_method, prefix, nargs, handler in ROUTES:
+        if tuple(rest[: len(prefix)]) == prefix and len(rest) == len(prefix) + nargs:
+            if route_method == method:
+                return handler, tuple(rest[len(prefix) :])
+            other_method = True
+    if other_method:
+        return None
+    raise not_found()
+
+
+def dispatch(ctx: Context, method: str, target: str, content_type: str | None, body: bytes) -> Response:
+    segments, query = split_path(target)
+    if segments == ["", "api", "status"]:
+        return json_response(STATUS) if method == "GET" else Response(status=405, content_type="text/plain")
+    found = route(method, segments)
+    if found is None:
+        return Response(status=405, content_type="text/plain")
+    handler, args = found
+    return handler(ctx, Request(method, args, query, content_type, body))
+
+
+class ChunkedWriter:
+    """HTTP/1.1 chunked transfer encoding over the connection, for bodies of unknown length."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self.out.write(b"%x\r\n" % len(data) + bytes(data) + b"\r\n")
+        return len(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def finish(self) -> None:
+        self.out.write(b"0\r\n\r\n")
+
+
+class WeldrRequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "imgbuild"
+    timeout = 300  # an idle keep-alive connection ends, and its thread with it
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    @property
+    def _weldr(self) -> WeldrServerMixin:
+        return cast(WeldrServerMixin, self.server)
+
+    def _authorized(self) -> bool:
+        token = self._weldr.token
+        if token is None:
+            return True
+        scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+    def _drop_body(self, limit: int) -> None:
+        """Read and drop a body of up to `limit` bytes that will not be used: a client still writing it
+        would otherwise get EPIPE instead of the answer. A larger one stays unread (the connection closes)."""
+        text = self.headers.get("Content-Length") or "0"
+        length = int(text) if text.strip().isdigit() and not self.headers.get("Transfer-Encoding") else 0
+        if length <= limit:
+            while length > 0 and (chunk := self.rfile.read(min(length, 1 << 16))):
+                length -= len(chunk)
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            raise WeldrError(
+                BLUEPRINTS_ERROR, "chunked request bodies are not supported: send Content-Length"
+            )
+        text = self.headers.get("Content-Length") or "0"
+        if not text.strip().isdigit():
+            self.close_connection = True
+            raise WeldrError(BLUEPRINTS_ERROR, f"invalid Content-Length {text!r}")
+        length = int(text)
+        if length > self._weldr.max_body:
+            self.close_connection = True
+            self._drop_body(DRAIN_LIMIT)
+            raise WeldrError(
+                BLUEPRINTS_ERROR,
+                f"request body too large ({length} bytes, the limit is {self._weldr.max_body})",
+            )
+        return self.rfile.read(length) if length else b""
+
+    def _serve(self, method: str) -> None:
+        ctx = self._weldr.ctx
+        try:
+            if not self._authorized():
+                self.close_connection = True
+                self._drop_body(self._weldr.max_body)
+                error = WeldrError(UNAUTHORIZED, "missing or wrong bearer token", 401)
+                response = json_response(error.body(), 401)
+                response = Response(
+                    status=401, body=response.body, headers=(("WWW-Authenticate", 'Bearer realm="imgbuild"'),)
+                )
+            else:
+                body = self._read_body()
+                response = dispatch(ctx, method, self.path, self.headers.get("Content-Type"), body)
+        except WeldrError as e:
+            response = json_response(e.body(), e.http_status)
+        except Exception:
+            log.exception("%s %s failed", method, self.path)
+            error = WeldrError(INTERNAL_ERROR, "internal error: see the service's log", 500)
+            response = json_response(error.body(), 500)
+        finally:
+            ctx.store.close_thread_connection()
+        self._send(response)
+
+    def _send(self, response: Response) -> None:
+        if response.file is not None:
+            try:
+                image = open(response.file, "rb")  # noqa: SIM115 - opened before the status line is sent
+            except OSError as e:
+                error = WeldrError(BUILD_IN_WRONG_STATE, f"the image is gone: {e.strerror}")
+                response = json_response(error.body(), 400)
+            else:
+                with image:
+                    self._send_headers(response, ("Content-Length", str(os.fstat(image.fileno()).st_size)))
+                    self.wfile.flush()
+                    self.connection.sendfile(image)
+                return
+        if response.stream is not None:
+            self._send_headers(response, ("Transfer-Encoding", "chunked"))
+            writer = ChunkedWriter(cast(BinaryIO, self.wfile))
+            try:
+                response.stream(cast(BinaryIO, writer))
+            except Exception:
+                log.exception("streaming %s failed", self.path)
+                self.close_connection = True  # the client sees a truncated body, never a wrong one
+                return
+            writer.finish()
+            return
+        self._send_headers(response, ("Content-Length", str(len(response.body))))
+        self.wfile.write(response.body)
+
+    def _send_headers(self, response: Response, length: tuple[str, str]) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        for name, value in response.headers:
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.send_header(*length)
+        self.end_headers()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (bad request line, headers too long, unknown method) in Weldr's
+        shape instead of its HTML page."""
+        self.close_connection = True
+        error = WeldrError(HTTP_ERROR, message or HTTPStatus(code).phrase, code)
+        body = json.dumps(error.body()).encode() + b"\n"
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(body)
+
+    def address_string(self) -> str:
+        address = self.client_address
+        return str(address[0]) if isinstance(address, tuple) and address else "unix"
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class WeldrServerMixin:
+    ctx: Context
+    token: str | None
+    max_body: int
+    request_queue_size = 128  # listen() backlog: socketserver's 5 refuses bursts of clients
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hangs up mid-answer is routine; anything else is logged with its traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            log.debug("client went away: %s", error)
+        else:
+            log.exception("error while serving a request")
+
+
+class UnixServer(WeldrServerMixin, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+class TCPServer(WeldrServerMixin, socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def _bind_unix(path: Path, group: str | None) -> UnixServer:
+    gid = -1
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ImgbuildError(
+                f"no group named {group!r}", hint="create it or pass another --group"
+            ) from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ImgbuildError(f"{path} exists and is not a socket", hint="choose another --socket")
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()  # left by a service that did not stop cleanly
+            else:
+                raise ImgbuildError(f"{path} is in use by a running service", hint="stop it first")
+    old_umask = os.umask(0o117)  # the socket is never, even for a moment, wider than 0660
+    try:
+        server = UnixServer(str(path), WeldrRequestHandler)
+    finally:
+        os.umask(old_umask)
+    path.chmod(0o660)
+    if gid != -1:
+        os.chown(path, -1, gid)
+    return server
+
+
+def _bind_tcp(host: str, port: int) -> TCPServer:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server_class = type("TCPServerFamily", (TCPServer,), {"address_family": family})
+    try:
+        return cast(TCPServer, server_class((host, port), WeldrRequestHandler))
+    except OSError as e:
+        raise ImgbuildError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+
+
+class Service:
+    """The store, the compose queue and the HTTP servers, started and stopped together."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        if config.listen is not None and not config.token:
+            raise ImgbuildError("listening on TCP needs --token-file (every request must carry the token)")
+        self.config = config
+        self.store = Store(config.state_dir)
+        queue_config = QueueConfig(config.state_dir, config.workers, config.builder_command, config.grace)
+        self.queue = ComposeQueue(self.store, queue_config)
+        self.ctx = Context(self.store, self.queue, queue_config, config.default_ref)
+        self.servers: list[socketserver.BaseServer] = []
+        self._threads: list[threading.Thread] = []
+        self._socket_bound = False
+
+    def start(self) -> Service:
+        try:
+            if self.config.socket_path is not None:
+                self._add(_bind_unix(self.config.socket_path, self.config.group), None)
+                self._socket_bound = True
+            if self.config.listen is not None:
+                self._add(_bind_tcp(*self.config.listen), self.config.token)
+            self.queue.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _add(self, server: UnixServer | TCPServer, token: str | None) -> None:
+        server.ctx, server.token, server.max_body = self.ctx, token, self.config.max_body
+        self.servers.append(server)
+        # a short poll interval: stopping the service waits for one poll at most
+        thread = threading.Thread(
+            target=server.serve_forever, args=(0.1,), name=f"http-{len(self.servers)}", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
+
+    @property
+    def tcp_address(self) -> tuple[str, int]:
+        for server in self.servers:
+            if isinstance(server, TCPServer):
+                host, port = server.server_address[:2]
+                return str(host), int(port)
+        raise LookupError("not listening on TCP")
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+        for thread in self._threads:
+            thread.join()
+        self.servers.clear()
+        self._threads.clear()
+        if self.config.socket_path is not None and self._socket_bound:
+            self._socket_bound = False
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(self.config.socket_path.lstat().st_mode):
+                    self.config.socket_path.unlink()
+        self.queue.stop()
+        self.store.close_thread_connection()
+
+    def __enter__(self) -> Service:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -7,8 +7,14 @@ tools: when they are missing the tests fail (they do not skip), so CI cannot go 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.imagebuilds import ImageBuilds
+
+if TYPE_CHECKING:
+    from builder.example import ExampleImage
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures" / "ostree-ext"
@@ -26,3 +32,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def ostree_ext_fixtures() -> Path:
     assert FIXTURES.is_dir(), f"the shared fixtures are missing: {FIXTURES}"
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def example_x86_64() -> ExampleImage:
+    """The example Debian ostree OS for x86_64 (built once, then taken from its cache)."""
+    from builder.arch import Arch
+    from builder.example import build_example
+
+    return build_example(Arch.X86_64)
+
+
+@pytest.fixture(scope="session")
+def example_aarch64() -> ExampleImage:
+    from builder.arch import Arch
+    from builder.example import build_example
+
+    return build_example(Arch.AARCH64)
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> ImageBuilds:
+    """Disk images built once per session and shared by the tests that inspect or boot them."""
+    return ImageBuilds(tmp_path_factory.mktemp("images"))

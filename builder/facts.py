@@ -1,0 +1,74 @@
+"""What the planner needs to know about an image, read from its imported commit (no checkout)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.arch import Arch
+from builder.ostree.imageconfig import commit_composefs_policy, commit_image_kargs
+from builder.ostree.repoquery import CommitTree
+from builder.source.image import Image
+
+# Where image-based systems ship their own EFI binaries (shim + GRUB), newest convention first.
+EFI_PAYLOAD_DIRS = ("usr/lib/bootupd/updates/EFI", "usr/lib/ostree-boot/efi/EFI", "usr/lib/efi")
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    reference: str  # as skopeo takes it
+    origin: str  # as bootc records it in the origin file
+    digest: str  # manifest digest
+    arch: Arch
+    size: int  # sum of the layers' sizes as stored
+    commit: str  # the merge commit that gets deployed
+    kernel: str | None
+    grub_platforms: tuple[str, ...]  # GRUB module directories the image ships: i386-pc, x86_64-efi, arm64-efi
+    grub_blscfg: bool  # the image's GRUB has the blscfg command (Fedora's does, Debian's does not)
+    efi_payload: str | None  # directory of the image's own shim/GRUB EFI binaries, if any
+    selinux_policy: str | None  # SELINUXTYPE when the image carries a policy
+    composefs_kargs: tuple[
+        str, ...
+    ]  # what the image's prepare-root.conf needs from a deploy without composefs
+    composefs_reason: str | None  # why, for the manifest
+    image_kargs: tuple[str, ...]  # the image's own /usr/lib/bootc/kargs.d arguments
+    os_name: str
+
+
+def _shell_vars(text: str | None) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith("#"):
+            values[key.strip()] = value.strip().strip("\"'")
+    return values
+
+
+def gather(image: Image, *, reference: str, origin: str, repo: Path, commit: str) -> ImageFacts:
+    tree = CommitTree(repo, commit)
+    kernels = [k for k in tree.listdir("usr/lib/modules") if tree.exists(f"usr/lib/modules/{k}/vmlinuz")]
+    platforms = tuple(p for p in ("i386-pc", "x86_64-efi", "arm64-efi") if tree.is_dir(f"usr/lib/grub/{p}"))
+    blscfg = any(tree.exists(f"usr/lib/grub/{p}/blscfg.mod") for p in platforms)
+    payload = next((d for d in EFI_PAYLOAD_DIRS if tree.is_dir(d)), None)
+    selinux = _shell_vars(tree.read_text("usr/etc/selinux/config")).get("SELINUXTYPE")
+    if selinux and not tree.exists(f"usr/etc/selinux/{selinux}/contexts/files/file_contexts"):
+        selinux = None
+    composefs = commit_composefs_policy(repo, commit)
+    os_release = _shell_vars(tree.read_text("usr/lib/os-release") or tree.read_text("usr/etc/os-release"))
+    return ImageFacts(
+        reference=reference,
+        origin=origin,
+        digest=image.manifest_digest,
+        arch=image.architecture,
+        size=sum(layer.size for layer in image.layers),
+        commit=commit,
+        kernel=sorted(kernels)[-1] if kernels else None,
+        grub_platforms=platforms,
+        grub_blscfg=blscfg,
+        efi_payload=payload,
+        selinux_policy=selinux or None,
+        composefs_kargs=composefs.kargs,
+        composefs_reason=composefs.reason,
+        image_kargs=commit_image_kargs(repo, commit, image.architecture),
+        os_name=os_release.get("PRETTY_NAME", os_release.get("NAME", "Linux")),
+    )

@@ -1,0 +1,259 @@
+"""The planner: a pure function from (image facts, blueprint, format, options) to a manifest.
+
+No I/O: the same inputs give a byte-identical manifest. UUIDs come from a seed derived from the inputs (or
+given with --seed). The disk layout follows bootc-image-builder's: BIOS boot 1 MiB (x86_64), ESP 501 MiB,
+/boot 1 GiB, extra /var/... partitions from the blueprint, root last filling the disk; 10 GiB by default and
+root at least twice the image's size.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from builder.arch import Arch
+from builder.blueprint import Blueprint
+from builder.customize.passwords import crypt_passwords
+from builder.errors import BlueprintError, NotBootable
+from builder.facts import ImageFacts
+from builder.manifest import Manifest, Pipeline, Source, Stage, canonical_json
+from targets.formats import FORMATS, Format
+
+MiB = 1 << 20
+GiB = 1 << 30
+DEFAULT_DISK_SIZE = 10 * GiB
+BIOS_BOOT_SIZE = 1 * MiB
+ESP_SIZE = 501 * MiB
+BOOT_SIZE = 1 * GiB
+MIN_ROOT_SIZE = 2 * GiB
+GPT_OVERHEAD = 2 * MiB  # first MiB (alignment, primary GPT) and the backup GPT at the end
+
+BIOS_BOOT_GUID = "21686148-6449-6E6F-744E-656564454649"
+ESP_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+XBOOTLDR_GUID = "BC13C2FF-59E6-4262-A352-B275FD6F7172"
+LINUX_DATA_GUID = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+ROOT_GUID = {
+    Arch.X86_64: "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
+    Arch.AARCH64: "B921B045-1DF0-41C3-AF44-4C6F280D3FAE",
+}
+SERIAL_CONSOLE = {Arch.X86_64: "ttyS0", Arch.AARCH64: "ttyAMA0"}
+
+
+class Rootfs(enum.StrEnum):
+    EXT4 = "ext4"
+    XFS = "xfs"
+    BTRFS = "btrfs"
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    rootfs: Rootfs = Rootfs.EXT4
+    size: int | None = None  # bytes; grown when the layout needs more
+    seed: str | None = None
+    compression: bool = False
+    stateroot: str = "default"
+
+
+class _Ids:
+    """Deterministic identifiers derived from the seed."""
+
+    def __init__(self, seed: str) -> None:
+        self.seed = seed
+
+    def _digest(self, name: str) -> bytes:
+        return hashlib.sha256(f"{self.seed}\0{name}".encode()).digest()
+
+    def uuid(self, name: str) -> str:
+        return str(uuid.UUID(bytes=self._digest(name)[:16], version=4))
+
+    def vfat(self, name: str) -> str:
+        h = self._digest(name)[:4].hex().upper()
+        return f"{h[:4]}-{h[4:]}"
+
+
+def _round_up(value: int, unit: int = MiB) -> int:
+    return -(-value // unit) * unit
+
+
+def _seed(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions) -> str:
+    if opts.seed is not None:
+        return opts.seed
+    return hashlib.sha256(
+        canonical_json(
+            [facts.digest, facts.arch.value, fmt.value, blueprint.to_dict(), opts.rootfs.value, opts.size]
+        )
+    ).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Part:
+    name: str
+    type: str
+    size: int | None
+    fstype: str | None
+    mountpoint: str | None
+    label: str
+
+
+def _layout(facts: ImageFacts, blueprint: Blueprint, opts: PlanOptions) -> tuple[list[_Part], int]:
+    if blueprint.disk is not None:
+        raise BlueprintError(
+            "customizations.disk is not supported by this planner yet",
+            hint="use [[customizations.filesystem]] to size / and /boot and add /var/... partitions",
+        )
+    sizes = {fs.mountpoint: fs.minsize for fs in blueprint.filesystems}
+    rootfs = opts.rootfs.value
+    bootfs = "ext4" if opts.rootfs is Rootfs.BTRFS else rootfs
+    parts: list[_Part] = []
+    if facts.arch is Arch.X86_64 and "i386-pc" in facts.grub_platforms:
+        parts.append(_Part("bios", BIOS_BOOT_GUID, BIOS_BOOT_SIZE, None, None, ""))
+    parts.append(_Part("esp", ESP_GUID, ESP_SIZE, "vfat", "/boot/efi", "EFI-SYSTEM"))
+    parts.append(
+        _Part("boot", XBOOTLDR_GUID, _round_up(sizes.get("/boot", BOOT_SIZE)), bootfs, "/boot", "boot")
+    )
+    for mountpoint in sorted(m for m in sizes if m.startswith("/var/")):
+        if opts.rootfs is Rootfs.BTRFS:
+            raise BlueprintError(
+                f"customizations.filesystem: {mountpoint} cannot be a partition with a btrfs root",
+                hint="with --rootfs btrfs only / and /boot may be sized",
+            )
+        name = mountpoint.strip("/").replace("/", "-")
+        parts.append(
+            _Part(name, LINUX_DATA_GUID, _round_up(sizes[mountpoint]), rootfs, mountpoint, name[:16])
+        )
+    root_min = max(MIN_ROOT_SIZE, 2 * facts.size, sizes.get("/", 0))
+    parts.append(_Part("root", ROOT_GUID[facts.arch], None, rootfs, "/", "root"))
+    fixed = sum(p.size or 0 for p in parts) + GPT_OVERHEAD
+    size = max(opts.size or DEFAULT_DISK_SIZE, fixed + _round_up(root_min))
+    return parts, _round_up(size)
+
+
+def _kernel_args(facts: ImageFacts, blueprint: Blueprint, root_uuid: str, rootfs: Rootfs) -> list[str]:
+    args = [f"root=UUID={root_uuid}", "rw"]
+    if rootfs is Rootfs.BTRFS:
+        args.append("rootflags=subvol=/")
+    args += facts.image_kargs
+    args += ["console=tty0", f"console={SERIAL_CONSOLE[facts.arch]},115200n8"]
+    args += facts.composefs_kargs
+    args += blueprint.kernel_arguments()
+    return args
+
+
+def plan(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions) -> Manifest:
+    if fmt not in FORMATS:
+        raise ValueError(f"no disk format {fmt}")
+    seed = _seed(facts, blueprint, fmt, opts)
+    ids = _Ids(seed)
+    # Plain-text passwords never reach the manifest: hashed here, with salts from the seed (reproducible).
+    blueprint = crypt_passwords(blueprint, seed=seed.encode())
+    parts, disk_size = _layout(facts, blueprint, opts)
+    uuids = {p.name: (ids.vfat(p.name) if p.fstype == "vfat" else ids.uuid(f"fs-{p.name}")) for p in parts}
+    boot = next(p for p in parts if p.name == "boot")
+    root = next(p for p in parts if p.name == "root")
+    mounts = [
+        {"partition": "root", "target": "/", "fstype": root.fstype or "ext4"},
+        {"partition": "boot", "target": "/boot", "fstype": boot.fstype or "ext4"},
+    ]
+    stages = [
+        Stage(
+            "container.import",
+            {"reference": facts.reference, "digest": facts.digest, "arch": facts.arch.value},
+        ),
+        Stage(
+            "disk.partition",
+            {
+                "filename": "disk.raw",
+                "size": disk_size,
+                "uuid": ids.uuid("disk"),
+                "partitions": [
+                    {"name": p.name, "type": p.type, "size": p.size, "uuid": ids.uuid(f"part-{p.name}")}
+                    for p in parts
+                ],
+            },
+        ),
+    ]
+    stages += [
+        Stage("fs.mkfs", {"partition": p.name, "fstype": p.fstype, "uuid": uuids[p.name], "label": p.label})
+        for p in parts
+        if p.fstype is not None
+    ]
+    fstab: list[dict[str, Any]] = [
+        {
+            "where": p.mountpoint,
+            "uuid": uuids[p.name],
+            "fstype": p.fstype,
+            "options": "umask=0077,shortname=winnt" if p.fstype == "vfat" else "defaults",
+        }
+        for p in sorted(parts, key=lambda p: p.mountpoint or "")
+        if p.mountpoint not in (None, "/")
+    ]
+    stages.append(
+        Stage(
+            "ostree.deploy",
+            {
+                "stateroot": opts.stateroot,
+                "mounts": mounts,
+                "kernel_args": _kernel_args(facts, blueprint, uuids["root"], opts.rootfs),
+                "origin": facts.origin,
+                "readonly": True,
+                "fstab": fstab,
+                "mount_style": "units",
+                **({"notes": [facts.composefs_reason]} if facts.composefs_reason else {}),
+            },
+        )
+    )
+    customizations = blueprint.to_dict().get("customizations")
+    if customizations:
+        stages.append(
+            Stage(
+                "ostree.customize",
+                {"stateroot": opts.stateroot, "mounts": mounts, "blueprint": blueprint.to_dict()},
+            )
+        )
+    if facts.selinux_policy:
+        stages.append(
+            Stage(
+                "ostree.selinux",
+                {"stateroot": opts.stateroot, "mounts": mounts, "policy": facts.selinux_policy},
+            )
+        )
+    stages.append(
+        Stage("bootloader.grub", _bootloader(facts, parts, mounts, uuids["boot"], boot.fstype or "ext4"))
+    )
+    spec = FORMATS[fmt]
+    target: dict[str, Any] = {"filename": f"disk{spec.suffix}"}
+    if fmt is Format.QCOW2:
+        target["compression"] = opts.compression
+    stages.append(Stage(f"target.{fmt.value}", target))
+    return Manifest(
+        Source(facts.reference, facts.digest, facts.arch.value), (Pipeline("image", tuple(stages)),)
+    )
+
+
+def _bootloader(
+    facts: ImageFacts, parts: list[_Part], mounts: list[dict[str, str]], boot_uuid: str, boot_fstype: str
+) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "mounts": mounts,
+        "boot_partition": "boot",
+        "boot_fstype": boot_fstype,
+        "boot_uuid": boot_uuid,
+        "config": "blscfg" if facts.grub_blscfg else "menu",
+        "timeout": 1,
+    }
+    if any(p.name == "bios" for p in parts):
+        options["bios"] = {"partition": "bios"}
+    platform = "x86_64-efi" if facts.arch is Arch.X86_64 else "arm64-efi"
+    if facts.efi_payload is not None:
+        options["efi"] = {"partition": "esp", "source": "image", "platform": platform}
+    elif platform in facts.grub_platforms:
+        options["efi"] = {"partition": "esp", "source": "grub-mkimage", "platform": platform}
+    elif facts.arch is Arch.AARCH64 or "bios" not in options:
+        raise NotBootable(
+            f"the image ships no EFI boot loader (no shim/GRUB EFI binaries and no /usr/lib/grub/{platform})",
+            hint="add GRUB's EFI modules (or shim and GRUB) to the image",
+        )
+    return options

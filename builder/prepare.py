@@ -1,0 +1,61 @@
+"""From a reference and a blueprint to the planner's inputs: fetch, import (cached), read the image's facts.
+
+The import happens here, before planning, because the plan depends on what the image carries (GRUB modules,
+EFI binaries, SELinux policy, composefs); the import is content-addressed, so the build's container.import
+stage finds it in the cache.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.arch import Arch
+from builder.errors import ArchMismatch
+from builder.facts import ImageFacts, gather
+from builder.manifest import Manifest, Stage
+from builder.ostree.importer import import_image
+from builder.source.fetch import fetch_image
+from builder.source.inspect import kernel_versions, require_bootable
+from builder.source.reference import parse_reference
+
+
+@dataclass(frozen=True)
+class Prepared:
+    facts: ImageFacts
+    import_record: dict[str, str]
+
+
+def prepare(reference: str, *, arch: Arch | None, cache: Path) -> Prepared:
+    ref = parse_reference(reference)
+    image = fetch_image(ref, arch=arch, cache=cache / "oci")
+    if arch is not None and image.architecture is not arch:
+        raise ArchMismatch(
+            f"{ref} is a {image.architecture} image, but {arch} was asked for",
+            hint=f"use --arch {image.architecture} or an image built for {arch}",
+        )
+    require_bootable(image, kernel_versions(image))
+    repo = cache / "repo"
+    result = import_image(image, repo, imgref=ref.skopeo)
+    facts = gather(image, reference=ref.skopeo, origin=ref.origin, repo=repo, commit=result.merge_commit)
+    record = {"repo": str(repo), "commit": result.merge_commit, "image_ref": result.image_ref}
+    return Prepared(facts, record)
+
+
+def remember_import(manifest: Manifest, prepared: Prepared, cache: Path) -> None:
+    """Record the import made while preparing under the container.import stage's id for the build."""
+    stages = [stage for _, stage in manifest.stages()]
+    if stages and stages[0] == Stage(
+        "container.import",
+        {
+            "reference": prepared.facts.reference,
+            "digest": prepared.facts.digest,
+            "arch": prepared.facts.arch.value,
+        },
+    ):
+        records = cache / "stages"
+        records.mkdir(parents=True, exist_ok=True)
+        (records / f"{manifest.stage_ids()[0]}.json").write_text(
+            json.dumps(prepared.import_record, sort_keys=True)
+        )

@@ -1,0 +1,96 @@
+"""Progress reports: a bar on a terminal, plain lines otherwise, one JSON object per line for CI."""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+
+class ProgressMode(enum.StrEnum):
+    AUTO = "auto"
+    TERM = "term"
+    PLAIN = "plain"
+    JSON = "json"
+
+
+class Progress:
+    """Stage-level progress. JSON events go to stdout (machine-readable); everything else to stderr."""
+
+    def __init__(
+        self, mode: ProgressMode = ProgressMode.AUTO, *, out: TextIO | None = None, err: TextIO | None = None
+    ) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        if mode is ProgressMode.AUTO:
+            mode = ProgressMode.TERM if self.err.isatty() else ProgressMode.PLAIN
+        self.mode = mode
+        self._start = time.monotonic()
+        self._line_open = False
+
+    def _elapsed(self) -> float:
+        return round(time.monotonic() - self._start, 3)
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        record = {"event": event, "time": self._elapsed(), **fields}
+        self.out.write(json.dumps(record, sort_keys=False) + "\n")
+        self.out.flush()
+
+    def _bar(self, index: int, total: int, text: str) -> None:
+        width = 24
+        filled = width * index // max(total, 1)
+        bar = "#" * filled + "-" * (width - filled)
+        self.err.write(f"\r\x1b[K[{bar}] {index}/{total} {text} ({self._elapsed():.0f} s)")
+        self.err.flush()
+        self._line_open = True
+
+    def _close_line(self) -> None:
+        if self._line_open:
+            self.err.write("\n")
+            self._line_open = False
+
+    def stage_started(self, index: int, total: int, kind: str, stage_id: str) -> None:
+        if self.mode is ProgressMode.JSON:
+            self._emit("stage-start", index=index, total=total, stage=kind, id=stage_id)
+        elif self.mode is ProgressMode.TERM:
+            self._bar(index - 1, total, kind)
+        else:
+            self.err.write(f"imgbuild: [{index}/{total}] {kind}\n")
+            self.err.flush()
+
+    def stage_finished(self, index: int, total: int, kind: str, seconds: float, cached: bool) -> None:
+        if self.mode is ProgressMode.JSON:
+            self._emit(
+                "stage-end", index=index, total=total, stage=kind, seconds=round(seconds, 3), cached=cached
+            )
+        elif self.mode is ProgressMode.TERM:
+            self._bar(index, total, kind + (" (cached)" if cached else ""))
+        else:
+            note = "cached" if cached else f"{seconds:.1f} s"
+            self.err.write(f"imgbuild: [{index}/{total}] {kind} done ({note})\n")
+            self.err.flush()
+
+    def message(self, text: str) -> None:
+        if self.mode is ProgressMode.JSON:
+            self._emit("message", text=text)
+        else:
+            self._close_line()
+            self.err.write(f"imgbuild: {text}\n")
+            self.err.flush()
+
+    def finished(self, result: dict[str, Any]) -> None:
+        if self.mode is ProgressMode.JSON:
+            self._emit("build-end", status="ok", result=result)
+            return
+        self._close_line()
+        for output in result.get("outputs", []):
+            self.err.write(f"imgbuild: wrote {output['path']} ({output['format']}, {output['size']} bytes)\n")
+        self.err.flush()
+
+    def failed(self, message: str) -> None:
+        if self.mode is ProgressMode.JSON:
+            self._emit("build-end", status="failed", error=message)
+        else:
+            self._close_line()

@@ -1,0 +1,191 @@
+"""Executes a manifest: one stage after another, cached stages restored, every resource released.
+
+All resources of a build (work directory, loop devices, mounts) hang off one ExitStack, released on
+success, failure, Ctrl-C and SIGTERM (turned into an exception here). Outputs are written in a work
+directory inside the output directory and renamed to their final names only when every stage has
+succeeded; `result.json` and the manifest used are written last, beside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from builder import __version__
+from builder.errors import ImgbuildError, StageFailed
+from builder.manifest import Manifest
+from builder.progress import Progress
+from builder.stages import registry
+from builder.stages.context import BuildContext
+
+log = logging.getLogger(__name__)
+
+# For tests of the cleanup paths: IMGBUILD_FAIL_STAGE=<stage type or index> makes that stage fail after its
+# work is done (with the resources of the earlier stages still held).
+FAIL_STAGE_ENV = "IMGBUILD_FAIL_STAGE"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered as an exception so that every context manager unwinds."""
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        # One exception is enough: ignore repeats while the cleanup runs.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: the caller handles signals
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    outputs: tuple[dict[str, Any], ...]
+    result_file: Path
+    manifest_file: Path
+    seconds: float
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _stage_cache(cache: Path) -> Path:
+    path = cache / "stages"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _should_fail(index: int, kind: str) -> bool:
+    wanted = os.environ.get(FAIL_STAGE_ENV)
+    return wanted is not None and wanted in (kind, str(index))
+
+
+def build(manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progress) -> BuildResult:
+    started = time.monotonic()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    stages = list(manifest.stages())
+    ids = manifest.stage_ids()
+    total = len(stages)
+    with _sigterm_raises(), ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".imgbuild-", dir=output_dir)))
+        ctx = BuildContext(
+            workdir=workdir,
+            cache=cache,
+            stack=stack,
+            progress=progress,
+            source_reference=manifest.source.reference,
+            source_digest=manifest.source.digest,
+            arch=manifest.source.arch,
+        )
+        try:
+            for index, ((path, stage), stage_id) in enumerate(zip(stages, ids, strict=True), start=1):
+                _run_stage(index, total, path, stage.type, dict(stage.options), stage_id, ctx)
+            outputs = _finish(ctx, output_dir)
+        except ImgbuildError as e:
+            progress.failed(e.message)
+            raise
+        except KeyboardInterrupt:
+            progress.failed("interrupted")
+            raise
+        manifest_file = output_dir / "manifest.json"
+        _write_atomic(manifest_file, manifest.dumps("json"))
+        result = {
+            "imgbuild": __version__,
+            "source": {
+                "reference": manifest.source.reference,
+                "digest": manifest.source.digest,
+                "arch": manifest.source.arch,
+            },
+            "commit": ctx.commit,
+            "manifest": manifest_file.name,
+            "outputs": list(outputs),
+            "seconds": round(time.monotonic() - started, 3),
+        }
+        result_file = output_dir / "result.json"
+        _write_atomic(result_file, json.dumps(result, indent=2) + "\n")
+    progress.finished(result)
+    return BuildResult(tuple(outputs), result_file, manifest_file, time.monotonic() - started)
+
+
+def _run_stage(
+    index: int,
+    total: int,
+    path: str,
+    kind_name: str,
+    options: dict[str, Any],
+    stage_id: str,
+    ctx: BuildContext,
+) -> None:
+    kind = registry.get(kind_name)
+    assert kind is not None, "validated manifests only name known stage kinds"
+    stage = kind()
+    ctx.progress.stage_started(index, total, kind_name, stage_id)
+    t0 = time.monotonic()
+    record_file = _stage_cache(ctx.cache) / f"{stage_id}.json"
+    cached = False
+    try:
+        if kind.cacheable and record_file.exists():
+            cached = stage.restore(json.loads(record_file.read_text()), options, ctx)
+        if not cached:
+            record = stage.run(options, ctx)
+            if kind.cacheable and record is not None:
+                _write_atomic(record_file, json.dumps(record, sort_keys=True))
+        if _should_fail(index, kind_name):
+            raise StageFailed(f"failure injected by {FAIL_STAGE_ENV}")
+    except StageFailed as e:
+        raise StageFailed(
+            f"stage {index}/{total} {kind_name} ({path}) failed: {e.message}", hint=e.hint
+        ) from e
+    except ImgbuildError as e:
+        e.message = f"stage {index}/{total} {kind_name} ({path}) failed: {e.message}"
+        raise
+    ctx.progress.stage_finished(index, total, kind_name, time.monotonic() - t0, cached)
+
+
+def _finish(ctx: BuildContext, output_dir: Path) -> list[dict[str, Any]]:
+    """Rename every output to its final name; only now do they appear in the output directory."""
+    records = []
+    for output in ctx.outputs:
+        final = output_dir / output.filename
+        output.path.replace(final)
+        records.append(
+            {
+                "path": final.name,
+                "format": output.format,
+                "size": final.stat().st_size,
+                "sha256": _sha256(final),
+            }
+        )
+    return records

@@ -1,0 +1,77 @@
+"""bootloader.grub: GRUB for BIOS (core.img in the BIOS boot partition, boot code in the MBR) and
+for UEFI (the image's own shim/GRUB when it ships them, else GRUB EFI built with the host's
+grub-mkimage from the image's modules), and grub.cfg (blscfg when the image's GRUB has it, else
+menu entries from ostree's BLS entries).
+
+No program of the target image runs: the aarch64 build uses the host's grub-mkimage with the image's arm64-efi
+modules.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from builder.arch import Arch
+from builder.bootloader.grub_bios import install_grub_bios
+from builder.bootloader.grub_cfg import parse_bls_entries, write_grub_cfg
+from builder.bootloader.grub_efi import build_grub_efi, esp_tree_from_payload, find_image_efi_payload
+from builder.disk.esp import populate_esp
+from builder.errors import StageFailed
+from builder.stages.context import BuildContext
+from builder.stages.registry import StageKind
+from builder.stages.sysroot import mounted_sysroot
+
+
+class Grub(StageKind, kind="bootloader.grub"):
+    def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
+        assert ctx.deployment is not None, "bootloader.grub follows ostree.deploy"
+        disk = ctx.require_disk()
+        boot_part = ctx.partition(options["boot_partition"])
+        arch = Arch.parse(ctx.arch)
+        with mounted_sysroot(ctx, options["mounts"]) as root:
+            deployment = root / ctx.deployment
+            boot = root / "boot"
+            entries = parse_bls_entries(boot)
+            if not entries:
+                raise StageFailed("ostree wrote no boot entries under /boot/loader/entries")
+            write_grub_cfg(
+                boot, entries=entries, use_blscfg=options["config"] == "blscfg", timeout=options["timeout"]
+            )
+            if "bios" in options:
+                install_grub_bios(
+                    disk,
+                    bios_boot=ctx.partition(options["bios"]["partition"]),
+                    boot_part=boot_part,
+                    boot_fs_uuid=options["boot_uuid"],
+                    grub_dir=deployment / "usr/lib/grub/i386-pc",
+                    boot_fs=options["boot_fstype"],
+                )
+            if "efi" in options:
+                self._efi(options["efi"], ctx, deployment, arch, options["boot_uuid"])
+
+    def _efi(
+        self, efi: Mapping[str, Any], ctx: BuildContext, deployment: Path, arch: Arch, boot_uuid: str
+    ) -> None:
+        with tempfile.TemporaryDirectory(dir=ctx.workdir, prefix="esp-") as tmp:
+            tree = Path(tmp)
+            payload = find_image_efi_payload(deployment, arch) if efi["source"] == "image" else None
+            if efi["source"] == "image" and payload is None:
+                raise StageFailed("the plan expects the image's own EFI binaries, but none were found")
+            if payload is not None:
+                esp_tree_from_payload(payload, tree, arch=arch, boot_fs_uuid=boot_uuid, prefix="/grub2")
+            else:
+                name = "BOOTX64.EFI" if arch is Arch.X86_64 else "BOOTAA64.EFI"
+                (tree / "EFI/BOOT").mkdir(parents=True)
+                build_grub_efi(
+                    arch,
+                    deployment / "usr/lib/grub" / efi["platform"],
+                    tree / "EFI/BOOT" / name,
+                    boot_fs_uuid=boot_uuid,
+                    prefix="/grub2",
+                )
+            populate_esp(ctx.require_disk(), ctx.partition(efi["partition"]), tree)
+            shutil.rmtree(tree, ignore_errors=True)

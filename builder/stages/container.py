@@ -1,0 +1,48 @@
+"""container.import: fetch the image into the blob cache and import it into the cache's ostree repository.
+
+Cacheable: its id covers the image digest, so an unchanged image is not imported again; the record holds the
+merge commit, and is only trusted while the repository still has that commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from builder.arch import Arch
+from builder.errors import VerificationError
+from builder.ostree.importer import import_image
+from builder.ostree.repoquery import has_commit
+from builder.source.fetch import fetch_image
+from builder.source.reference import parse_reference
+from builder.stages.context import BuildContext
+from builder.stages.registry import StageKind
+
+
+class ContainerImport(StageKind, kind="container.import"):
+    cacheable = True
+
+    def run(self, options: Mapping[str, Any], ctx: BuildContext) -> Mapping[str, Any]:
+        ref = parse_reference(options["reference"])
+        image = fetch_image(ref, arch=Arch.parse(options["arch"]), cache=ctx.cache / "oci")
+        if image.manifest_digest != options["digest"]:
+            raise VerificationError(
+                f"{ref} now resolves to {image.manifest_digest}, but the manifest was planned for "
+                f"{options['digest']}",
+                hint="plan again (`imgbuild plan`) or pin the reference by digest",
+            )
+        repo = ctx.cache / "repo"
+        result = import_image(image, repo, imgref=ref.skopeo)
+        ctx.progress.message(
+            f"imported {ref}: commit {result.merge_commit[:12]} "
+            f"({len(result.imported_layers)} layers imported, {len(result.reused_layers)} reused)"
+        )
+        ctx.repo, ctx.commit, ctx.image_refs = repo, result.merge_commit, (result.image_ref,)
+        return {"repo": str(repo), "commit": result.merge_commit, "image_ref": result.image_ref}
+
+    def restore(self, record: Mapping[str, Any], options: Mapping[str, Any], ctx: BuildContext) -> bool:
+        repo = ctx.cache / "repo"
+        if str(repo) != record.get("repo") or not has_commit(repo, record["commit"]):
+            return False
+        ctx.repo, ctx.commit, ctx.image_refs = repo, record["commit"], (record["image_ref"],)
+        return True

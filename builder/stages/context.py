@@ -1,0 +1,52 @@
+"""What stages of one build share: the work directory, the resource stack, and the values that flow from
+one stage to the next (the imported commit, the disk and its partitions, the deployment, the outputs)."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from builder.disk.partition import Placed
+    from builder.progress import Progress
+
+
+@dataclass(frozen=True)
+class Output:
+    path: Path  # inside the work directory until the build succeeds
+    format: str
+    filename: str  # the final name in the output directory
+
+
+@dataclass
+class BuildContext:
+    workdir: Path
+    cache: Path
+    stack: ExitStack
+    progress: Progress
+    source_reference: str
+    source_digest: str
+    arch: str
+    # Set by container.import:
+    repo: Path | None = None
+    commit: str | None = None
+    image_refs: tuple[str, ...] = ()
+    # Set by disk.partition:
+    disk: Path | None = None
+    partitions: dict[str, Placed] = field(default_factory=dict)
+    # Set by ostree.deploy (the deployment's checksum-named directory, relative to the root filesystem):
+    deployment: str | None = None
+    outputs: list[Output] = field(default_factory=list)
+
+    def partition(self, name: str) -> Placed:
+        try:
+            return self.partitions[name]
+        except KeyError:
+            raise KeyError(f"no partition named {name!r}: is disk.partition before this stage?") from None
+
+    def require_disk(self) -> Path:
+        if self.disk is None:
+            raise RuntimeError("no disk: the manifest must partition a disk first")
+        return self.disk

@@ -1,0 +1,40 @@
+"""disk.partition and fs.mkfs: a sparse disk file with a GPT, and its filesystems."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from builder.disk.mkfs import make_filesystem
+from builder.disk.partition import PartitionSpec, create_gpt
+from builder.stages.context import BuildContext
+from builder.stages.registry import StageKind
+
+
+class Partition(StageKind, kind="disk.partition"):
+    def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
+        disk = ctx.workdir / options["filename"]
+        specs = [
+            PartitionSpec(
+                name=p["name"],
+                type_guid=p["type"],
+                size=p["size"],
+                uuid=p["uuid"],
+                bootable=p.get("bootable", False),
+            )
+            for p in options["partitions"]
+        ]
+        placed = create_gpt(disk, options["size"], specs, disk_guid=options["uuid"])
+        ctx.disk = disk
+        ctx.partitions = {p.spec.name: p for p in placed}
+
+
+class MakeFilesystem(StageKind, kind="fs.mkfs"):
+    def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
+        make_filesystem(
+            ctx.require_disk(),
+            ctx.partition(options["partition"]),
+            options["fstype"],
+            uuid=options["uuid"],
+            label=options["label"],
+        )

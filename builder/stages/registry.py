@@ -1,0 +1,79 @@
+"""The registry of stage kinds.
+
+A stage kind subclasses StageKind with `kind="..."`; that registers it once, loads its JSON Schema from
+`schemas/<kind>.json` beside this module and checks that the schema is itself valid and closed
+(`additionalProperties: false`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import jsonschema
+
+if TYPE_CHECKING:
+    from builder.stages.context import BuildContext
+
+SCHEMA_DIR = Path(__file__).with_name("schemas")
+_REGISTRY: dict[str, type[StageKind]] = {}
+# The modules that define stage kinds; imported on first look-up.
+STAGE_MODULES = (
+    "builder.stages.container",
+    "builder.stages.disk",
+    "builder.stages.deploy",
+    "builder.stages.bootloader",
+    "builder.stages.target",
+)
+
+
+class StageKind:
+    """One kind of stage. Subclasses implement `run`; options arrive validated against `schema`."""
+
+    kind: ClassVar[str]
+    schema: ClassVar[dict[str, Any]]
+    # Whether the runner may skip the stage when a record of the same stage id exists in the cache.
+    cacheable: ClassVar[bool] = False
+
+    def __init_subclass__(cls, /, kind: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind in _REGISTRY:
+            raise TypeError(f"stage kind {kind} registered twice")
+        cls.kind = kind
+        cls.schema = json.loads((SCHEMA_DIR / f"{kind}.json").read_text())
+        jsonschema.Draft202012Validator.check_schema(cls.schema)
+        if cls.schema.get("additionalProperties") is not False:
+            raise TypeError(f"schema of stage kind {kind} must set additionalProperties: false")
+        _REGISTRY[kind] = cls
+
+    @classmethod
+    def validator(cls) -> jsonschema.Draft202012Validator:
+        return jsonschema.Draft202012Validator(cls.schema)
+
+    def run(self, options: Mapping[str, Any], ctx: BuildContext) -> Mapping[str, Any] | None:
+        """Do the stage's work. A cacheable stage returns the record the runner stores under its id."""
+        raise NotImplementedError
+
+    def restore(self, record: Mapping[str, Any], options: Mapping[str, Any], ctx: BuildContext) -> bool:
+        """Take a cached record instead of running; False when the cached result is gone (run instead)."""
+        return False
+
+
+@cache
+def _load_all() -> None:
+    for module in STAGE_MODULES:
+        importlib.import_module(module)
+
+
+def get(kind: str) -> type[StageKind] | None:
+    _load_all()
+    return _REGISTRY.get(kind)
+
+
+def kinds() -> tuple[str, ...]:
+    _load_all()
+    return tuple(_REGISTRY)

@@ -1,0 +1,114 @@
+"""Helpers for tests that build real disk images through the command line and look inside them."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder import run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imgbuild(
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 1800,
+) -> run.Completed:
+    """Run the real CLI in a child process (python -m builder), as users do."""
+    extra = {"PYTHONPATH": str(ROOT), **(env or {})}
+    for name in ("IMGBUILD_CACHE", "IMGBUILD_EXAMPLES"):
+        if name in os.environ and name not in extra:
+            extra[name] = os.environ[name]
+    return run.run(
+        [sys.executable, "-m", "builder", *map(str, args)], env=extra, check=check, timeout=timeout
+    )
+
+
+@dataclass(frozen=True)
+class Built:
+    output: Path
+    image: Path
+    result: dict[str, Any]
+    manifest: dict[str, Any]
+
+    def stage_options(self, kind: str) -> dict[str, Any]:
+        for pipeline in self.manifest["pipelines"]:
+            for stage in pipeline["stages"]:
+                if stage["type"] == kind:
+                    return dict(stage["options"])
+        raise KeyError(kind)
+
+
+class ImageBuilds:
+    """Builds each distinct (format, reference, options) once per test session."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self._built: dict[tuple[str, ...], Built] = {}
+
+    def get(self, fmt: str, reference: str, *options: str) -> Built:
+        key = (fmt, reference, *options)
+        if key not in self._built:
+            output = self.base / f"build-{len(self._built)}"
+            imgbuild([fmt, reference, "--output", output, "--progress", "plain", *options])
+            result = json.loads((output / "result.json").read_text())
+            manifest = json.loads((output / "manifest.json").read_text())
+            self._built[key] = Built(output, output / result["outputs"][0]["path"], result, manifest)
+        return self._built[key]
+
+
+@dataclass(frozen=True)
+class Part:
+    number: int
+    start: int  # bytes
+    size: int
+    name: str
+    type_guid: str
+
+
+def partitions(image: Path) -> list[Part]:
+    """The GPT of a raw image, read with sfdisk's JSON output."""
+    table = json.loads(run.run(["sfdisk", "--json", image]).out)["partitiontable"]
+    sector = table.get("sectorsize", 512)
+    return [
+        Part(i + 1, p["start"] * sector, p["size"] * sector, p.get("name", ""), p["type"].upper())
+        for i, p in enumerate(table["partitions"])
+    ]
+
+
+def leaked_resources(under: Path) -> list[str]:
+    """Loop devices backed by files under `under`, and mounts below it."""
+    leaks = []
+    for line in run.run(["losetup", "-a", "-O", "NAME,BACK-FILE", "-n", "--raw"]).out.splitlines():
+        name, _, backing = line.partition(" ")
+        if backing.startswith(str(under)):
+            leaks.append(f"loop {name} -> {backing}")
+    for line in Path("/proc/mounts").read_text().splitlines():
+        target = line.split()[1]
+        if target.startswith(str(under)):
+            leaks.append(f"mount {target}")
+    return leaks
+
+
+@contextmanager
+def raw_copy(image: Path, workdir: Path) -> Iterator[Path]:
+    """A raw image to look into: the image itself if raw, else a sparse raw conversion."""
+    info = json.loads(run.run(["qemu-img", "info", "--output=json", image]).out)
+    if info["format"] == "raw":
+        yield image
+        return
+    raw = workdir / f"{image.stem}.raw"
+    run.run(["qemu-img", "convert", "-O", "raw", image, raw])
+    try:
+        yield raw
+    finally:
+        raw.unlink(missing_ok=True)

@@ -1,0 +1,167 @@
+"""The planner: deterministic, golden-tested, and the layout rules it applies."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from builder.arch import Arch
+from builder.blueprint import Blueprint, parse_blueprint
+from builder.errors import BlueprintError, NotBootable
+from builder.facts import ImageFacts
+from builder.manifest import loads
+from builder.plan import GiB, MiB, PlanOptions, Rootfs, plan
+from targets.formats import Format
+
+COMPOSEFS_OFF_KARG = "ostree.prepare-root.composefs=0"
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
+
+FACTS = ImageFacts(
+    reference="oci-archive:/srv/images/debian-ostree-x86_64.ociarchive:latest",
+    origin="ostree-unverified-image:oci-archive:/srv/images/debian-ostree-x86_64.ociarchive:latest",
+    digest="sha256:" + "ab" * 32,
+    arch=Arch.X86_64,
+    size=150 * MiB,
+    commit="cd" * 32,
+    kernel="6.1.0-28-amd64",
+    grub_platforms=("i386-pc", "x86_64-efi"),
+    grub_blscfg=False,
+    efi_payload=None,
+    selinux_policy=None,
+    composefs_kargs=(),
+    composefs_reason=None,
+    image_kargs=(),
+    os_name="Debian GNU/Linux 12 (bookworm)",
+)
+
+BLUEPRINT = """
+name = "golden"
+version = "1.0.0"
+
+[customizations]
+hostname = "golden"
+
+[customizations.kernel]
+append = "quiet loglevel=3"
+
+[[customizations.filesystem]]
+mountpoint = "/"
+minsize = "4 GiB"
+
+[[customizations.filesystem]]
+mountpoint = "/var/log"
+minsize = "512 MiB"
+"""
+
+
+def _bp(text: str = BLUEPRINT) -> Blueprint:
+    return parse_blueprint(text, "toml", "test.toml")
+
+
+def _check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("IMGBUILD_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert text == path.read_text(), f"planner output differs from {path} (IMGBUILD_UPDATE_GOLDEN=1 rewrites)"
+
+
+@pytest.mark.parametrize("fmt", [Format.QCOW2, Format.RAW])
+def test_golden_x86_64(fmt: Format) -> None:
+    _check_golden(f"plan-{fmt.value}-x86_64.yaml", plan(FACTS, _bp(), fmt, PlanOptions()).dumps("yaml"))
+
+
+def test_golden_aarch64_xfs() -> None:
+    facts = replace(FACTS, arch=Arch.AARCH64, grub_platforms=("arm64-efi",))
+    manifest = plan(facts, Blueprint.empty(), Format.QCOW2, PlanOptions(rootfs=Rootfs.XFS))
+    _check_golden("plan-qcow2-aarch64-xfs.yaml", manifest.dumps("yaml"))
+
+
+def test_deterministic_and_reloadable() -> None:
+    a = plan(FACTS, _bp(), Format.QCOW2, PlanOptions())
+    b = plan(FACTS, _bp(), Format.QCOW2, PlanOptions())
+    assert a.dumps("json") == b.dumps("json")
+    assert loads(a.dumps("yaml")) == a
+    assert loads(a.dumps("json")).stage_ids() == a.stage_ids()
+
+
+def test_seed_changes_uuids_only() -> None:
+    a = plan(FACTS, _bp(), Format.QCOW2, PlanOptions(seed="one"))
+    b = plan(FACTS, _bp(), Format.QCOW2, PlanOptions(seed="two"))
+    assert a.dumps() != b.dumps()
+    assert [s.type for _, s in a.stages()] == [s.type for _, s in b.stages()]
+
+
+def _stage(manifest_text: str, kind: str) -> dict[str, object]:
+    manifest = loads(manifest_text)
+    return next(dict(s.options) for _, s in manifest.stages() if s.type == kind)
+
+
+def test_layout_x86_64() -> None:
+    manifest = plan(FACTS, _bp(), Format.QCOW2, PlanOptions())
+    part = _stage(manifest.dumps(), "disk.partition")
+    names = [p["name"] for p in part["partitions"]]  # type: ignore[attr-defined]
+    assert names == ["bios", "esp", "boot", "var-log", "root"]
+    sizes = {p["name"]: p["size"] for p in part["partitions"]}  # type: ignore[attr-defined]
+    assert sizes == {"bios": MiB, "esp": 501 * MiB, "boot": GiB, "var-log": 512 * MiB, "root": None}
+    assert part["size"] == 10 * GiB
+    deploy = _stage(manifest.dumps(), "ostree.deploy")
+    kargs = deploy["kernel_args"]
+    assert kargs[:2][1] == "rw" and str(kargs[0]).startswith("root=UUID=")  # type: ignore[index]
+    assert "console=ttyS0,115200n8" in kargs and kargs[-2:] == ["quiet", "loglevel=3"]  # type: ignore[operator,index]
+    assert deploy["origin"] == FACTS.origin
+
+
+def test_root_at_least_twice_the_image() -> None:
+    big = replace(FACTS, size=6 * GiB)
+    part = _stage(plan(big, Blueprint.empty(), Format.RAW, PlanOptions()).dumps(), "disk.partition")
+    fixed = MiB + 501 * MiB + GiB + 2 * MiB
+    assert part["size"] >= fixed + 12 * GiB  # type: ignore[operator]
+
+
+def test_aarch64_has_no_bios_partition_and_uses_ttyAMA0() -> None:
+    facts = replace(FACTS, arch=Arch.AARCH64, grub_platforms=("arm64-efi",))
+    text = plan(facts, Blueprint.empty(), Format.QCOW2, PlanOptions()).dumps()
+    names = [p["name"] for p in _stage(text, "disk.partition")["partitions"]]  # type: ignore[attr-defined]
+    assert names == ["esp", "boot", "root"]
+    assert "console=ttyAMA0,115200n8" in _stage(text, "ostree.deploy")["kernel_args"]  # type: ignore[operator]
+    grub = _stage(text, "bootloader.grub")
+    assert "bios" not in grub and grub["efi"] == {
+        "partition": "esp",
+        "source": "grub-mkimage",
+        "platform": "arm64-efi",
+    }
+
+
+def test_composefs_and_selinux_and_blscfg() -> None:
+    facts = replace(
+        FACTS,
+        composefs_kargs=(COMPOSEFS_OFF_KARG,),
+        composefs_reason="the image enables composefs",
+        selinux_policy="targeted",
+        grub_blscfg=True,
+        efi_payload="usr/lib/bootupd/updates/EFI",
+    )
+    text = plan(facts, Blueprint.empty(), Format.QCOW2, PlanOptions()).dumps()
+    deploy = _stage(text, "ostree.deploy")
+    assert COMPOSEFS_OFF_KARG in deploy["kernel_args"]  # type: ignore[operator]
+    assert deploy["notes"] == ["the image enables composefs"]
+    assert _stage(text, "ostree.selinux")["policy"] == "targeted"
+    grub = _stage(text, "bootloader.grub")
+    assert grub["config"] == "blscfg" and grub["efi"]["source"] == "image"  # type: ignore[index]
+
+
+def test_btrfs_boot_is_ext4_and_refuses_var_partitions() -> None:
+    text = plan(FACTS, Blueprint.empty(), Format.QCOW2, PlanOptions(rootfs=Rootfs.BTRFS)).dumps()
+    mkfs = [dict(s.options) for _, s in loads(text).stages() if s.type == "fs.mkfs"]
+    assert {m["partition"]: m["fstype"] for m in mkfs} == {"esp": "vfat", "boot": "ext4", "root": "btrfs"}
+    with pytest.raises(BlueprintError, match="/var/log"):
+        plan(FACTS, _bp(), Format.QCOW2, PlanOptions(rootfs=Rootfs.BTRFS))
+
+
+def test_unbootable_without_efi_on_aarch64() -> None:
+    facts = replace(FACTS, arch=Arch.AARCH64, grub_platforms=())
+    with pytest.raises(NotBootable):
+        plan(facts, Blueprint.empty(), Format.QCOW2, PlanOptions())

@@ -21,6 +21,14 @@ from builder.errors import ImgbuildError
 COMMAND_MODULES: tuple[str, ...] = (
     "builder.commands.inspect",
     "builder.commands.import_",
+    "builder.commands.image",
+    "builder.commands.example",
+    "builder.commands.encapsulate",
+    "builder.commands.serve",
+    "builder.commands.blueprints_client",
+    "builder.commands.compose_client",
+    "builder.commands.blueprint",
+    "builder.commands.boot",
 )
 
 log = logging.getLogger("imgbuild")

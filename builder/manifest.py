@@ -97,7 +97,9 @@ class Manifest:
         data = self.to_dict()
         if fmt == "json":
             return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-        return yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+        return yaml.dump(
+            data, Dumper=_PlainDumper, sort_keys=False, default_flow_style=False, allow_unicode=True
+        )
 
 
 class _PlainDumper(yaml.SafeDumper):

@@ -1,0 +1,129 @@
+"""Loop devices and mounts as context managers that always release what they took.
+
+The build hosts have no udev, so `losetup -P` creates no partition nodes: a partition is reached through its
+own loop device (`--offset/--sizelimit`). Both context managers release in `finally`, so they are safe on
+exceptions, KeyboardInterrupt and the exception the runner raises for SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from builder import run
+from builder.errors import CommandFailed, ImgbuildError, NeedsRoot
+
+log = logging.getLogger(__name__)
+
+# Unmount/detach attempts and the pause before each retry: a process that just closed a file on the mount
+# (or the kernel's own lazy release of a loop device) usually lets go within a second.
+RELEASE_ATTEMPTS = 5
+RELEASE_PAUSE = 0.3
+
+
+class DeviceBusy(ImgbuildError):
+    """A mount or loop device could not be released."""
+
+
+def _need_root(what: str) -> None:
+    if not run.is_root():
+        raise NeedsRoot(f"{what} needs root", hint="run imgbuild as root (sudo)")
+
+
+@contextmanager
+def loop_device(
+    image: Path, *, offset: int = 0, size: int | None = None, read_only: bool = False
+) -> Iterator[Path]:
+    """Attach `image` (or the byte range offset..offset+size of it) to a free loop device."""
+    _need_root("attaching a loop device")
+    argv: list[str | os.PathLike[str]] = ["losetup", "--find", "--show", "--offset", str(offset)]
+    if size is not None:
+        argv += ["--sizelimit", str(size)]
+    if read_only:
+        argv.append("--read-only")
+    argv.append(image)
+    device = Path(run.run(argv, hint="are loop devices available (modprobe loop)?").out.strip())
+    log.debug("attached %s to %s (offset %d, size %s)", image, device, offset, size)
+    try:
+        yield device
+    finally:
+        _detach(device)
+
+
+def _detach(device: Path) -> None:
+    last: CommandFailed | None = None
+    for attempt in range(RELEASE_ATTEMPTS):
+        try:
+            run.run(["losetup", "--detach", device])
+            return
+        except CommandFailed as e:
+            last = e
+            time.sleep(RELEASE_PAUSE * (attempt + 1))
+    raise DeviceBusy(
+        f"cannot detach {device}: {last.stderr_tail.strip() if last else 'busy'}",
+        hint=f"something still uses it; see `losetup -a` and detach it with `losetup -d {device}`",
+    )
+
+
+@contextmanager
+def mounted(
+    source: Path, target: Path, *, fstype: str | None = None, options: Sequence[str] = ()
+) -> Iterator[Path]:
+    """Mount `source` on `target` (which must exist) for the duration of the block."""
+    _need_root("mounting a filesystem")
+    argv: list[str | os.PathLike[str]] = ["mount"]
+    if fstype:
+        argv += ["-t", fstype]
+    if options:
+        argv += ["-o", ",".join(options)]
+    argv += [source, target]
+    run.run(argv)
+    log.debug("mounted %s on %s", source, target)
+    try:
+        yield target
+    finally:
+        unmount(target)
+
+
+def unmount(target: Path) -> None:
+    """Unmount `target`, retrying a few times; DeviceBusy names the processes that hold it."""
+    last: CommandFailed | None = None
+    for attempt in range(RELEASE_ATTEMPTS):
+        try:
+            run.run(["umount", target])
+            return
+        except CommandFailed as e:
+            last = e
+            time.sleep(RELEASE_PAUSE * (attempt + 1))
+    holders = holders_of(target)
+    reason = last.stderr_tail.strip().splitlines()[-1] if last and last.stderr_tail.strip() else "busy"
+    raise DeviceBusy(
+        f"cannot unmount {target}: {reason}; held by: {holders or 'no process found'}",
+        hint=f"stop those processes, then `umount {target}`",
+    )
+
+
+def holders_of(mountpoint: Path) -> str:
+    """Processes with a file, cwd or root under `mountpoint`, as 'pid (comm), ...'."""
+    found: list[str] = []
+    prefix = os.path.realpath(mountpoint)
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            links = [pid_dir / "cwd", pid_dir / "root"]
+            fd_dir = pid_dir / "fd"
+            links += list(fd_dir.iterdir())
+            for link in links:
+                target = str(link.readlink())
+                if target == prefix or target.startswith(prefix + "/"):
+                    comm = (pid_dir / "comm").read_text().strip()
+                    found.append(f"{pid_dir.name} ({comm})")
+                    break
+        except OSError:  # the process ended or is not ours to read
+            continue
+    return ", ".join(found)

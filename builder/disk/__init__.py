@@ -1,0 +1,1 @@
+"""Disk images: GPT partitioning, filesystems and the FAT EFI system partition."""

@@ -1,0 +1,276 @@
+"""Booting a disk image in qemu and watching its serial console.
+
+The image is never modified: qemu writes to a throwaway qcow2 overlay in a temporary directory. Kernel
+arguments for one boot (`append`) are added to the BLS entries and grub.cfg inside that overlay (see
+builder.bootloader.kargs), so they reach the kernel whatever GRUB (Debian's menuentries or Fedora's blscfg)
+the image has.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import functools
+import json
+import logging
+import os
+import re
+import select
+import shutil
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TextIO
+
+from builder import run
+from builder.arch import Arch
+from builder.bootloader.kargs import append_kernel_args
+from builder.errors import ImgbuildError
+
+log = logging.getLogger(__name__)
+
+QEMU = {Arch.X86_64: "qemu-system-x86_64", Arch.AARCH64: "qemu-system-aarch64"}
+# (code, vars template) pairs, preferred first. The vars file is copied: firmware writes to it.
+UEFI_FIRMWARE = {
+    Arch.X86_64: (
+        ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+        ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+    ),
+    Arch.AARCH64: (("/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"),),
+}
+FIRMWARE_PACKAGE = {Arch.X86_64: "ovmf", Arch.AARCH64: "qemu-efi-aarch64"}
+TAIL_LINES = 30
+KVM_PROBE_SECONDS = 4.0
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[=>cM78]")
+
+
+class Firmware(enum.StrEnum):
+    BIOS = "bios"
+    UEFI = "uefi"
+
+
+class BootFailed(ImgbuildError):
+    """The VM did not reach the marker."""
+
+    exit_code = 1
+
+
+class BootTimeout(BootFailed):
+    """The marker did not appear before the timeout."""
+
+
+class NotAnImage(ImgbuildError):
+    """The file to boot is missing or not a disk image."""
+
+
+@dataclass(frozen=True)
+class BootResult:
+    marker_line: str | None  # the console line that carried the marker
+    seconds: float  # from starting qemu to the marker (or to qemu's exit)
+    console_tail: str  # the last console lines
+
+
+def image_format(image: Path) -> str:
+    """The image's format as `qemu-img info` detects it (raw, qcow2, vmdk, vpc...)."""
+    if not image.is_file():
+        raise NotAnImage(f"{image} does not exist or is not a file")
+    result = run.run(["qemu-img", "info", "--output=json", image], check=False)
+    if result.returncode != 0:
+        raise NotAnImage(f"{image} is not a disk image qemu can read: {result.stderr.decode().strip()}")
+    fmt = str(json.loads(result.stdout)["format"])
+    if fmt == "raw":  # qemu calls anything it does not recognise raw: look for a boot sector
+        if image.stat().st_size < 1024 * 1024:
+            raise NotAnImage(f"{image} is too small to be a disk image ({image.stat().st_size} bytes)")
+        with open(image, "rb") as f:
+            f.seek(510)
+            if f.read(2) != b"\x55\xaa":
+                raise NotAnImage(f"{image} is not a disk image: it has no MBR or GPT partition table")
+    return fmt
+
+
+@functools.cache
+def kvm_usable() -> bool:
+    """Whether KVM really runs guests here (a /dev/kvm that exists may still fail every guest).
+
+    UEFI firmware executes x87 instructions within a second; where KVM cannot emulate them qemu reports
+    "KVM internal error" and stops. A probe that survives a few seconds means KVM works.
+    """
+    arch = Arch.host()
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK) or run.which(QEMU[arch]) is None:
+        return False
+    firmware = next((code for code, _ in UEFI_FIRMWARE[arch] if Path(code).is_file()), None)
+    if firmware is None:
+        return False
+    machine = ["-machine", "q35"] if arch is Arch.X86_64 else ["-machine", "virt", "-cpu", "host"]
+    argv = [QEMU[arch], "-accel", "kvm", *machine, "-m", "128", "-nodefaults", "-display", "none"]
+    argv += ["-serial", "none", "-no-reboot", "-drive", f"if=pflash,format=raw,readonly=on,file={firmware}"]
+    with tempfile.TemporaryFile() as err, run.spawn(argv, stdout=run.DEVNULL, stderr=err, check=False) as p:
+        deadline = time.monotonic() + KVM_PROBE_SECONDS
+        usable = True
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                usable = False
+                break
+            err.seek(0)
+            said = err.read()
+            if b"KVM internal error" in said or b"emulation failure" in said:
+                usable = False
+                break
+            time.sleep(0.1)
+        run.terminate(p)
+    log.debug("KVM usable: %s", usable)
+    return usable
+
+
+def _firmware_args(arch: Arch, firmware: Firmware, workdir: Path) -> list[str]:
+    if firmware is Firmware.BIOS:
+        if arch is not Arch.X86_64:
+            raise ImgbuildError(f"{arch} has no BIOS firmware", hint="boot it with --firmware uefi")
+        return []  # qemu's default: SeaBIOS
+    for code, vars_template in UEFI_FIRMWARE[arch]:
+        if Path(code).is_file() and Path(vars_template).is_file():
+            vars_copy = workdir / "efivars.fd"
+            shutil.copyfile(vars_template, vars_copy)
+            return [
+                "-drive",
+                f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+                "-drive",
+                f"if=pflash,format=raw,unit=1,file={vars_copy}",
+            ]
+    raise ImgbuildError(
+        f"no UEFI firmware for {arch} found",
+        hint=f"install the Debian package {FIRMWARE_PACKAGE[arch]}",
+    )
+
+
+def qemu_argv(
+    arch: Arch, firmware: Firmware, disk: Path, workdir: Path, *, memory_mib: int, smp: int
+) -> list[str]:
+    kvm = arch is Arch.host() and kvm_usable()
+    if arch is Arch.X86_64:
+        machine = ["-machine", "q35", "-accel", "kvm" if kvm else "tcg"]
+    else:
+        machine = [
+            "-machine",
+            "virt",
+            "-accel",
+            "kvm" if kvm else "tcg",
+            "-cpu",
+            "host" if kvm else "cortex-a57",
+        ]
+    return [
+        QEMU[arch],
+        *machine,
+        "-m",
+        str(memory_mib),
+        "-smp",
+        str(smp),
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        *_firmware_args(arch, firmware, workdir),
+        "-drive",
+        f"file={disk},format=qcow2,if=none,id=disk0,cache=unsafe",
+        "-device",
+        "virtio-blk-pci,drive=disk0,bootindex=1",
+    ]
+
+
+def boot(
+    image: Path,
+    *,
+    arch: Arch,
+    firmware: Firmware,
+    timeout: float,
+    marker: str | None,
+    append: str | None = None,
+    console: TextIO | None = None,
+    memory_mib: int = 1024,
+    smp: int = 2,
+) -> BootResult:
+    """Boot `image` until `marker` appears on the serial console (or, without a marker, until it stops).
+
+    The console is copied to `console` as it arrives. Raises BootTimeout when `timeout` seconds pass
+    first, BootFailed when the VM stops first; both carry the last console lines.
+    """
+    fmt = image_format(image)
+    with tempfile.TemporaryDirectory(prefix="imgbuild-vm-") as tmp:
+        workdir = Path(tmp)
+        overlay = workdir / "overlay.qcow2"
+        run.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", image.resolve(), "-F", fmt, overlay])
+        if append:
+            append_kernel_args(overlay, append, tcg=not kvm_usable())
+        argv = qemu_argv(arch, firmware, overlay, workdir, memory_mib=memory_mib, smp=smp)
+        stderr_path = workdir / "qemu.stderr"
+        with open(stderr_path, "wb") as err:
+            return _watch(argv, err, stderr_path, timeout=timeout, marker=marker, console=console)
+
+
+def _watch(
+    argv: list[str],
+    err: IO[bytes],
+    stderr_path: Path,
+    *,
+    timeout: float,
+    marker: str | None,
+    console: TextIO | None,
+) -> BootResult:
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    pending = ""
+    # Incremental, so that a UTF-8 character split between two reads is not mangled.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    started = time.monotonic()
+    deadline = started + timeout
+    with run.spawn(argv, stdout=run.PIPE, stderr=err, check=False) as proc:
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    tail.append(_clean([pending])[0])
+                    waited_for = f"no {marker!r} on the console" if marker else "the VM did not stop"
+                    raise BootTimeout(
+                        f"{waited_for} within {timeout:.0f} s; last lines:\n" + "\n".join(tail).rstrip(),
+                        hint="raise --timeout (a TCG boot is slow) or look at the console output above",
+                    )
+                ready, _, _ = select.select([fd], [], [], min(remaining, 1.0))
+                if not ready:
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break  # qemu exited
+                text = decoder.decode(chunk)
+                if console is not None:
+                    console.write(text)
+                    console.flush()
+                pending += text
+                *lines, pending = pending.split("\n")
+                # Whole lines only, so that the result carries the marker's whole line.
+                for line in _clean(lines):
+                    tail.append(line)
+                    if marker is not None and marker in line:
+                        return BootResult(line, time.monotonic() - started, "\n".join(tail))
+        finally:
+            run.terminate(proc)
+    last = _clean([pending])[0]
+    tail.append(last)
+    seconds = time.monotonic() - started
+    if marker is None or marker in last:
+        return BootResult(last if marker else None, seconds, "\n".join(tail))
+    qemu_err = stderr_path.read_text(errors="replace").strip().splitlines()
+    raise BootFailed(
+        f"the VM stopped after {seconds:.0f} s without printing {marker!r}; last lines:\n"
+        + "\n".join(tail).rstrip()
+        + (f"\nqemu: {qemu_err[-1]}" if qemu_err else ""),
+        hint="the console output above shows how far it got",
+    )
+
+
+def _clean(lines: list[str]) -> list[str]:
+    return [_ANSI.sub("", line).replace("\r", "").rstrip() for line in lines]

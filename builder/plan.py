@@ -8,6 +8,7 @@ root at least twice the image's size.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import uuid
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from builder.arch import Arch
-from builder.blueprint import Blueprint
+from builder.blueprint import Blueprint, DiskCustomization, DiskType, PlainPartition
 from builder.customize.passwords import crypt_passwords
 from builder.errors import BlueprintError, NotBootable
 from builder.facts import ImageFacts
@@ -90,20 +91,26 @@ def _seed(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOption
 
 @dataclass(frozen=True)
 class _Part:
-    name: str
+    name: str  # the GPT partition name, and how the manifest refers to the partition
     type: str
-    size: int | None
-    fstype: str | None
+    size: int | None  # None: fills the rest of the disk
+    fstype: str | None  # None: no filesystem (BIOS boot)
     mountpoint: str | None
-    label: str
+    label: str  # filesystem label
+    part_uuid: str | None = None  # from the blueprint; else derived from the seed
+
+
+LABEL_MAX = {"ext4": 16, "btrfs": 255, "xfs": 12, "vfat": 11, "swap": 15}
+
+
+def _label(text: str, fstype: str | None) -> str:
+    limit = LABEL_MAX.get(fstype or "", 16)
+    return text[:limit].upper() if fstype == "vfat" else text[:limit]
 
 
 def _layout(facts: ImageFacts, blueprint: Blueprint, opts: PlanOptions) -> tuple[list[_Part], int]:
     if blueprint.disk is not None:
-        raise BlueprintError(
-            "customizations.disk is not supported by this planner yet",
-            hint="use [[customizations.filesystem]] to size / and /boot and add /var/... partitions",
-        )
+        return _disk_layout(facts, blueprint.disk, opts)
     sizes = {fs.mountpoint: fs.minsize for fs in blueprint.filesystems}
     rootfs = opts.rootfs.value
     bootfs = "ext4" if opts.rootfs is Rootfs.BTRFS else rootfs
@@ -131,6 +138,76 @@ def _layout(facts: ImageFacts, blueprint: Blueprint, opts: PlanOptions) -> tuple
     return parts, _round_up(size)
 
 
+def _refuse_disk(what: str, hint: str) -> BlueprintError:
+    return BlueprintError(f"customizations.disk: {what}", hint=hint)
+
+
+def _disk_layout(facts: ImageFacts, disk: DiskCustomization, opts: PlanOptions) -> tuple[list[_Part], int]:
+    """An explicit layout from [customizations.disk]: plain GPT partitions, the required ones added.
+
+    The BIOS boot partition (x86_64) and, unless given, the ESP and /boot are added as in the default layout;
+    the partition holding / goes last and grows to fill the disk.
+    """
+    if disk.type is DiskType.DOS:
+        raise _refuse_disk(
+            "type 'dos' is not supported", "image-based systems boot from GPT disks: use 'gpt'"
+        )
+    rootfs = opts.rootfs.value
+    given: list[_Part] = []
+    root: _Part | None = None
+    for index, partition in enumerate(disk.partitions):
+        if not isinstance(partition, PlainPartition):
+            raise _refuse_disk(
+                f"partitions[{index}] is of type {partition.type}, which imgbuild cannot deploy into yet",
+                'use plain partitions (type = "plain" with fs_type ext4, xfs, vfat or swap)',
+            )
+        fstype = partition.fs_type.value if partition.fs_type is not None else rootfs
+        if fstype == "none":
+            fstype = None  # type: ignore[assignment]
+        mountpoint = partition.mountpoint
+        default_name = {"/": "root", "/boot": "boot", "/boot/efi": "esp"}.get(
+            mountpoint or "", (mountpoint or f"/{fstype or 'data'}{index}").strip("/").replace("/", "-")
+        )
+        name = partition.part_label or default_name
+        default_type = {"/": ROOT_GUID[facts.arch], "/boot": XBOOTLDR_GUID, "/boot/efi": ESP_GUID}
+        part_type = partition.part_type or default_type.get(mountpoint or "", LINUX_DATA_GUID)
+        part = _Part(
+            name=name,
+            type=part_type.upper(),
+            size=_round_up(partition.minsize),
+            fstype=fstype,
+            mountpoint=mountpoint,
+            label=_label(partition.label or name, fstype),
+            part_uuid=partition.part_uuid.lower() if partition.part_uuid else None,
+        )
+        if mountpoint == "/":
+            root = part
+        else:
+            given.append(part)
+    if root is None:
+        raise _refuse_disk("no partition has mountpoint '/'", 'add a plain partition with mountpoint = "/"')
+    mountpoints = [p.mountpoint for p in given if p.mountpoint]
+    parts: list[_Part] = []
+    if facts.arch is Arch.X86_64 and "i386-pc" in facts.grub_platforms:
+        parts.append(_Part("bios", BIOS_BOOT_GUID, BIOS_BOOT_SIZE, None, None, ""))
+    if "/boot/efi" not in mountpoints:
+        parts.append(_Part("esp", ESP_GUID, ESP_SIZE, "vfat", "/boot/efi", "EFI-SYSTEM"))
+    if "/boot" not in mountpoints:
+        bootfs = "ext4" if opts.rootfs is Rootfs.BTRFS else rootfs
+        parts.append(_Part("boot", XBOOTLDR_GUID, BOOT_SIZE, bootfs, "/boot", "boot"))
+    parts += given
+    names = [p.name for p in [*parts, root]]
+    if len(set(names)) != len(names):
+        raise _refuse_disk(
+            f"partition names are not unique: {names}", "give each partition its own part_label"
+        )
+    root_min = max(MIN_ROOT_SIZE, 2 * facts.size, root.size or 0)
+    parts.append(dataclasses.replace(root, size=None))
+    fixed = sum(p.size or 0 for p in parts) + GPT_OVERHEAD
+    size = max(opts.size or DEFAULT_DISK_SIZE, disk.minsize or 0, fixed + _round_up(root_min))
+    return parts, _round_up(size)
+
+
 def _kernel_args(facts: ImageFacts, blueprint: Blueprint, root_uuid: str, rootfs: Rootfs) -> list[str]:
     args = [f"root=UUID={root_uuid}", "rw"]
     if rootfs is Rootfs.BTRFS:
@@ -151,11 +228,16 @@ def plan(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions
     blueprint = crypt_passwords(blueprint, seed=seed.encode())
     parts, disk_size = _layout(facts, blueprint, opts)
     uuids = {p.name: (ids.vfat(p.name) if p.fstype == "vfat" else ids.uuid(f"fs-{p.name}")) for p in parts}
-    boot = next(p for p in parts if p.name == "boot")
-    root = next(p for p in parts if p.name == "root")
+    boot = next(p for p in parts if p.mountpoint == "/boot")
+    root = next(p for p in parts if p.mountpoint == "/")
+    for part in (boot, root):
+        if part.fstype not in ("ext4", "xfs", "btrfs"):
+            raise BlueprintError(
+                f"{part.mountpoint} cannot be {part.fstype}", hint="use ext4, xfs or btrfs for / and /boot"
+            )
     mounts = [
-        {"partition": "root", "target": "/", "fstype": root.fstype or "ext4"},
-        {"partition": "boot", "target": "/boot", "fstype": boot.fstype or "ext4"},
+        {"partition": root.name, "target": "/", "fstype": root.fstype},
+        {"partition": boot.name, "target": "/boot", "fstype": boot.fstype},
     ]
     stages = [
         Stage(
@@ -169,7 +251,12 @@ def plan(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions
                 "size": disk_size,
                 "uuid": ids.uuid("disk"),
                 "partitions": [
-                    {"name": p.name, "type": p.type, "size": p.size, "uuid": ids.uuid(f"part-{p.name}")}
+                    {
+                        "name": p.name,
+                        "type": p.type,
+                        "size": p.size,
+                        "uuid": p.part_uuid or ids.uuid(f"part-{p.name}"),
+                    }
                     for p in parts
                 ],
             },
@@ -196,11 +283,12 @@ def plan(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions
             {
                 "stateroot": opts.stateroot,
                 "mounts": mounts,
-                "kernel_args": _kernel_args(facts, blueprint, uuids["root"], opts.rootfs),
+                "kernel_args": _kernel_args(facts, blueprint, uuids[root.name], opts.rootfs),
                 "origin": facts.origin,
                 "readonly": True,
                 "fstab": fstab,
                 "mount_style": "units",
+                "swap": [uuids[p.name] for p in parts if p.fstype == "swap"],
                 **({"notes": [facts.composefs_reason]} if facts.composefs_reason else {}),
             },
         )
@@ -220,9 +308,7 @@ def plan(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions
                 {"stateroot": opts.stateroot, "mounts": mounts, "policy": facts.selinux_policy},
             )
         )
-    stages.append(
-        Stage("bootloader.grub", _bootloader(facts, parts, mounts, uuids["boot"], boot.fstype or "ext4"))
-    )
+    stages.append(Stage("bootloader.grub", _bootloader(facts, parts, mounts, boot, uuids[boot.name])))
     spec = FORMATS[fmt]
     target: dict[str, Any] = {"filename": f"disk{spec.suffix}"}
     if fmt is Format.QCOW2:
@@ -234,23 +320,24 @@ def plan(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions
 
 
 def _bootloader(
-    facts: ImageFacts, parts: list[_Part], mounts: list[dict[str, str]], boot_uuid: str, boot_fstype: str
+    facts: ImageFacts, parts: list[_Part], mounts: list[dict[str, Any]], boot: _Part, boot_uuid: str
 ) -> dict[str, Any]:
     options: dict[str, Any] = {
         "mounts": mounts,
-        "boot_partition": "boot",
-        "boot_fstype": boot_fstype,
+        "boot_partition": boot.name,
+        "boot_fstype": boot.fstype,
         "boot_uuid": boot_uuid,
         "config": "blscfg" if facts.grub_blscfg else "menu",
         "timeout": 1,
     }
-    if any(p.name == "bios" for p in parts):
-        options["bios"] = {"partition": "bios"}
+    if any(p.type == BIOS_BOOT_GUID for p in parts):
+        options["bios"] = {"partition": next(p.name for p in parts if p.type == BIOS_BOOT_GUID)}
+    esp = next(p.name for p in parts if p.mountpoint == "/boot/efi")
     platform = "x86_64-efi" if facts.arch is Arch.X86_64 else "arm64-efi"
     if facts.efi_payload is not None:
-        options["efi"] = {"partition": "esp", "source": "image", "platform": platform}
+        options["efi"] = {"partition": esp, "source": "image", "platform": platform}
     elif platform in facts.grub_platforms:
-        options["efi"] = {"partition": "esp", "source": "grub-mkimage", "platform": platform}
+        options["efi"] = {"partition": esp, "source": "grub-mkimage", "platform": platform}
     elif facts.arch is Arch.AARCH64 or "bios" not in options:
         raise NotBootable(
             f"the image ships no EFI boot loader (no shim/GRUB EFI binaries and no /usr/lib/grub/{platform})",

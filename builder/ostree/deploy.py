@@ -26,7 +26,7 @@ from builder import __version__, run
 from builder.errors import ImgbuildError, NeedsRoot, NotBootable
 from builder.ostree.gi import Gio, OSTree, open_repo
 from builder.ostree.imageconfig import commit_composefs_policy, commit_image_kargs, read_commit
-from builder.ostree.mounts import MountSpec, write_mounts
+from builder.ostree.mounts import MountSpec, write_mounts, write_swaps
 from builder.ostree.prepareroot import ComposefsDecision, composefs_policy
 from builder.ostree.selinux import selinux_label
 from builder.ostree.sysroot import seed_var
@@ -47,6 +47,7 @@ __all__ = [
     "seed_var",
     "selinux_label",
     "write_mounts",
+    "write_swaps",
 ]
 
 log = logging.getLogger(__name__)

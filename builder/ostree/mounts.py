@@ -155,3 +155,33 @@ def write_mounts(
             (deployment.sysroot / where.lstrip("/")).mkdir(mode=0o755, parents=True, exist_ok=True)
         elif not (deployment.path / where.lstrip("/")).exists():
             log.warning("mount point %s does not exist in the image; systemd will create it at boot", where)
+
+
+def swap_unit_text(uuid: str) -> str:
+    return (
+        "# Written by imgbuild\n"
+        "[Unit]\n"
+        f"Description=Swap on {uuid}\n"
+        "\n"
+        "[Swap]\n"
+        f"What=/dev/disk/by-uuid/{uuid}\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=swap.target\n"
+    )
+
+
+def write_swaps(deployment: Deployment, uuids: Sequence[str]) -> None:
+    """Enabled swap units (`dev-disk-by\\x2duuid-<uuid>.swap`) for the swap partitions with these UUIDs."""
+    unit_dir = deployment.path / UNIT_DIR
+    wants = unit_dir / "swap.target.wants"
+    for uuid in uuids:
+        if not _UUID.fullmatch(uuid):
+            raise ValueError(f"invalid swap UUID {uuid!r}")
+        name = escape_path(f"/dev/disk/by-uuid/{uuid}") + ".swap"
+        wants.mkdir(parents=True, exist_ok=True)
+        _write_file(unit_dir / name, swap_unit_text(uuid))
+        link = wants / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(f"/{UNIT_DIR}/{name}")

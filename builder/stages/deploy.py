@@ -22,6 +22,7 @@ from builder.ostree.deploy import (
     seed_var,
     selinux_label,
     write_mounts,
+    write_swaps,
 )
 from builder.stages.context import BuildContext
 from builder.stages.registry import StageKind
@@ -50,6 +51,7 @@ class Deploy(StageKind, kind="ostree.deploy"):
             seed_var(deployment)
             units = [MountSpec(m["where"], m["uuid"], m["fstype"], m["options"]) for m in options["fstab"]]
             write_mounts(deployment, units, style=options["mount_style"])
+            write_swaps(deployment, options["swap"])
             ctx.deployment = str(deployment.path.relative_to(root))
 
 

@@ -165,3 +165,79 @@ def test_unbootable_without_efi_on_aarch64() -> None:
     facts = replace(FACTS, arch=Arch.AARCH64, grub_platforms=())
     with pytest.raises(NotBootable):
         plan(facts, Blueprint.empty(), Format.QCOW2, PlanOptions())
+
+
+DISK_BLUEPRINT = """
+name = "disk"
+[[customizations.disk.partitions]]
+type = "plain"
+mountpoint = "/boot"
+fs_type = "xfs"
+minsize = "768 MiB"
+[[customizations.disk.partitions]]
+type = "plain"
+fs_type = "swap"
+minsize = "256 MiB"
+label = "swap"
+[[customizations.disk.partitions]]
+type = "plain"
+mountpoint = "/var/lib/data"
+fs_type = "xfs"
+label = "data"
+minsize = "1 GiB"
+part_label = "data"
+part_uuid = "0D0A7A00-1111-4222-8333-444455556666"
+[[customizations.disk.partitions]]
+type = "plain"
+mountpoint = "/"
+fs_type = "ext4"
+minsize = "5 GiB"
+"""
+
+
+def test_disk_customization_layout() -> None:
+    text = plan(FACTS, _bp(DISK_BLUEPRINT), Format.QCOW2, PlanOptions()).dumps()
+    partitions = _stage(text, "disk.partition")["partitions"]
+    assert [(p["name"], p["size"]) for p in partitions] == [  # type: ignore[attr-defined]
+        ("bios", MiB),
+        ("esp", 501 * MiB),
+        ("boot", 768 * MiB),
+        ("swap1", 256 * MiB),
+        ("data", GiB),
+        ("root", None),
+    ]
+    assert partitions[4]["uuid"] == "0d0a7a00-1111-4222-8333-444455556666"  # type: ignore[index]
+    mkfs = {
+        str(o["partition"]): o for _, s in loads(text).stages() if s.type == "fs.mkfs" for o in [s.options]
+    }
+    assert mkfs["boot"]["fstype"] == "xfs" and mkfs["swap1"]["fstype"] == "swap"
+    assert mkfs["data"]["label"] == "data"
+    deploy = _stage(text, "ostree.deploy")
+    assert deploy["swap"] == [mkfs["swap1"]["uuid"]]
+    assert [m["where"] for m in deploy["fstab"]] == ["/boot", "/boot/efi", "/var/lib/data"]  # type: ignore[attr-defined]
+    assert {"partition": "boot", "target": "/boot", "fstype": "xfs"} in deploy["mounts"]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        (
+            'type = "dos"\n[[customizations.disk.partitions]]\nmountpoint = "/"\nminsize = "5 GiB"',
+            "type 'dos'",
+        ),
+        ('[[customizations.disk.partitions]]\nmountpoint = "/var/x"\nminsize = "5 GiB"', "no partition has"),
+        (
+            '[[customizations.disk.partitions]]\ntype = "lvm"\nminsize = "5 GiB"\n'
+            '[[customizations.disk.partitions.logical_volumes]]\nmountpoint = "/"\nminsize = "4 GiB"',
+            "type lvm",
+        ),
+    ],
+)
+def test_disk_customization_refusals(snippet: str, message: str) -> None:
+    text = (
+        'name = "d"\n[customizations.disk]\n' + snippet
+        if snippet.startswith("type")
+        else ('name = "d"\n' + snippet)
+    )
+    with pytest.raises(BlueprintError, match=message):
+        plan(FACTS, _bp(text), Format.QCOW2, PlanOptions())

@@ -1,17 +1,15 @@
-"""The service running the real builder on the example OS: a compose through to a checked qcow2, and a
-compose cancelled while its disk is mounted (nothing may be left behind)."""
+"""The service running the real builder on the example OS: a compose cancelled while its disk is mounted
+(nothing may be left behind). The compose through to a booting image is in tests/vm/test_service_boot.py."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from builder import run
 from tests.imagebuilds import leaked_resources
 from tests.unit.test_service_support import ComposerCli, running_service
 
@@ -46,34 +44,6 @@ def builder_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     work.mkdir()
     monkeypatch.setenv("TMPDIR", str(work))
     return tmp_path
-
-
-def test_compose_of_the_example_image(example_x86_64: ExampleImage, builder_tmp: Path) -> None:
-    with running_service(builder_tmp / "state") as (_, cli):
-        assert cli.push(BLUEPRINT).json() == {"status": True}
-        compose_id = cli.start_ok("example", "qcow2", example_x86_64.reference)
-        status = cli.wait(compose_id, timeout=1800)
-        assert status == "FINISHED", _log_tail(cli, compose_id)
-
-        download = builder_tmp / "download.qcow2"
-        answer = cli.get(f"/api/v1/compose/image/{compose_id}")
-        disposition = answer.headers["Content-Disposition"]
-        assert disposition.startswith(f"attachment; filename={compose_id}-") and disposition.endswith(
-            ".qcow2"
-        )
-        assert answer.headers["Content-Type"] == "application/x-qemu-disk"
-        download.write_bytes(answer.body)
-        assert int(answer.headers["Content-Length"]) == download.stat().st_size
-
-        result = json.loads(
-            (builder_tmp / "state" / "composes" / compose_id / "output" / "result.json").read_text()
-        )
-        assert result["outputs"][0]["sha256"] == _sha256(download)
-        info = json.loads(run.run(["qemu-img", "info", "--output=json", download]).out)
-        assert info["format"] == "qcow2"
-        run.run(["qemu-img", "check", download])
-        assert '"event": "build-end"' in cli.log(compose_id)
-    assert leaked_resources(builder_tmp) == []
 
 
 def test_cancel_a_real_compose_releases_everything(example_x86_64: ExampleImage, builder_tmp: Path) -> None:

@@ -1,0 +1,212 @@
+"""Measure `imgbuild import` of a ~1 GB ostree-native image against `tar -x` of the same layers.
+
+Once (cached under .cache/bench): a commit of varied files (many small ones, medium ones, a few large
+ones; random and compressible data), encapsulated in the chunked layout into an OCI directory, fetched
+into an imgbuild cache, and its layers decompressed to plain tars for the baseline.
+
+Each run: `imgbuild import` into a fresh repository, with every layer verified again (the cache's
+"verified" marks are removed first), timed, with the peak RSS of the import process itself and of the
+programs it ran; then `tar -x` of the decompressed layers into a fresh directory, timed (alone and with the
+sync libostree does for its own writes); then, for scale, the verification alone (hashing and gunzipping
+the blobs, writing nothing). All read warm page cache. Prints the figures and the ratios.
+Run as root: `.venv/bin/python benchmarks/import_bench.py [--runs N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from builder import run  # noqa: E402
+from builder.ostree.encapsulate import encapsulate  # noqa: E402
+from builder.source.fetch import fetch_image  # noqa: E402
+from builder.source.reference import parse_reference  # noqa: E402
+
+BENCH = ROOT / ".cache" / "bench"
+MiB = 1024 * 1024
+WORDS = b"the quick brown fox jumps over lazy dog ostree image layer commit".split()
+
+# Runs the import in a child process and reports that process's own peak RSS and its children's.
+# Only the import command is registered, so that the figures do not depend on the other commands.
+MEASURE = """
+import argparse, json, resource, sys
+from builder.commands import import_
+parser = argparse.ArgumentParser()
+import_.register(parser.add_subparsers())
+args = parser.parse_args(sys.argv[2:])
+rc = args.func(args)
+json.dump({"rc": rc, "self_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+           "children_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}, open(sys.argv[1], "w"))
+sys.exit(rc)
+"""
+
+
+def _compressible(rng: random.Random, size: int) -> bytes:
+    out = bytearray()
+    while len(out) < size:
+        out += b" ".join(rng.choices(WORDS, k=64)) + b"\n"
+    return bytes(out[:size])
+
+
+def _write(path: Path, rng: random.Random, size: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(left, 8 * MiB)
+            f.write(os.urandom(n) if rng.random() < 0.5 else _compressible(rng, n))
+            left -= n
+
+
+def build_tree(tree: Path) -> int:
+    """~1 GB: 20,000 small files, 200 medium, 4 large; half random, half compressible."""
+    rng = random.Random(42)
+    total = 0
+    for i in range(20000):
+        size = rng.randrange(0, 16 * 1024)
+        _write(tree / f"usr/share/small/{i % 100:02}/f{i}", rng, size)
+        total += size
+    for i in range(200):
+        size = rng.randrange(256 * 1024, 2 * MiB)
+        _write(tree / f"usr/lib/medium/m{i}.so", rng, size)
+        total += size
+    for i in range(4):
+        size = 150 * MiB
+        _write(tree / f"usr/lib/large/l{i}.img", rng, size)
+        total += size
+    (tree / "usr/etc").mkdir(parents=True, exist_ok=True)
+    (tree / "usr/etc/os-release").write_text("ID=bench\nVERSION_ID=1\n")
+    (tree / "usr/bin").mkdir(parents=True, exist_ok=True)
+    (tree / "usr/bin/sh").symlink_to("bash")
+    return total
+
+
+def prepare() -> tuple[str, Path, list[Path]]:
+    """(image reference, imgbuild cache, decompressed layer tars), built once."""
+    BENCH.mkdir(parents=True, exist_ok=True)
+    src, oci, cache, tars = BENCH / "src-repo", BENCH / "oci", BENCH / "imgbuild-cache", BENCH / "tars"
+    done = BENCH / "prepared.json"
+    ref = f"oci:{oci}:bench"
+    if done.exists():
+        return ref, cache, [Path(p) for p in json.loads(done.read_text())["tars"]]
+    for path in (src, oci, cache, tars):
+        shutil.rmtree(path, ignore_errors=True)
+    tree = BENCH / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    t0 = time.monotonic()
+    size = build_tree(tree)
+    run.run(["ostree", "init", f"--repo={src}", "--mode=bare"])
+    run.run(["ostree", "commit", f"--repo={src}", "--branch=bench", f"--tree=dir={tree}"])
+    shutil.rmtree(tree)
+    print(f"built a {size / MiB:.0f} MiB commit in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    t0 = time.monotonic()
+    result = encapsulate(src, "bench", f"oci:{oci}:bench", max_layers=16)
+    print(f"encapsulated {len(result.layers)} layers in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    image = fetch_image(parse_reference(ref), cache=cache)
+    tars.mkdir()
+    paths = []
+    for layer in image.layers:
+        out = tars / f"{layer.index:02}.tar"
+        with gzip.open(image.blob_path(layer.digest)) as fin, open(out, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 4 * MiB)
+        paths.append(out)
+    done.write_text(json.dumps({"tars": [str(p) for p in paths]}))
+    return ref, cache, paths
+
+
+def measure_import(ref: str, cache: Path, repo: Path) -> dict[str, float]:
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.rmtree(BENCH / "work" / "tar", ignore_errors=True)
+    for marker in (cache / "imgbuild" / "verified").glob("*"):
+        marker.unlink()  # verify every layer again, as a first import does
+    report = BENCH / "import-rusage.json"
+    os.sync()  # nobody else's writeback is paid for by the import's own syncfs
+    t0 = time.monotonic()
+    run.run(
+        [sys.executable, "-c", MEASURE, str(report), "import", ref, "--repo", str(repo)],
+        cwd=ROOT,
+        env={"IMGBUILD_CACHE": str(cache)},
+    )
+    wall = time.monotonic() - t0
+    usage = json.loads(report.read_text())
+    return {"wall": wall, "self_mib": usage["self_kib"] / 1024, "children_mib": usage["children_kib"] / 1024}
+
+
+def measure_tar(tars: list[Path], dest: Path) -> tuple[float, float]:
+    """(tar -x alone, tar -x then sync): libostree syncs what it wrote, tar does not."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir()
+    os.sync()
+    t0 = time.monotonic()
+    for tar in tars:
+        run.run(["tar", "--numeric-owner", "-xpf", str(tar), "-C", str(dest)])
+    wall = time.monotonic() - t0
+    os.sync()
+    return wall, time.monotonic() - t0
+
+
+def layer_blobs() -> list[Path]:
+    blobs = BENCH / "oci" / "blobs" / "sha256"
+    index = json.loads((BENCH / "oci" / "index.json").read_text())
+    manifest = json.loads((blobs / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    return [blobs / layer["digest"].split(":")[1] for layer in manifest["layers"]]
+
+
+def measure_verify(blobs: list[Path]) -> float:
+    """The floor of any verified import: hash each blob, decompress it and hash the tar (in Python, as
+    imgbuild's open_layer does), writing nothing."""
+    t0 = time.monotonic()
+    for blob in blobs:
+        stored, tar = hashlib.sha256(), hashlib.sha256()
+        with open(blob, "rb") as raw:
+            for chunk in iter(lambda: raw.read(MiB), b""):
+                stored.update(chunk)
+        with gzip.open(blob) as inflated:
+            for chunk in iter(lambda: inflated.read(MiB), b""):
+                tar.update(chunk)
+    return time.monotonic() - t0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=1)
+    args = parser.parse_args()
+    ref, cache, tars = prepare()
+    layer_bytes = sum(t.stat().st_size for t in tars)
+    work = BENCH / "work"
+    work.mkdir(exist_ok=True)
+    try:
+        for i in range(args.runs):
+            imp = measure_import(ref, cache, work / "repo")
+            tar, tar_sync = measure_tar(tars, work / "tar")
+            verify = measure_verify(layer_blobs())
+            print(f"run {i + 1}: {len(tars)} layers, {layer_bytes / MiB:.0f} MiB of tar")
+            print(f"  imgbuild import : {imp['wall']:7.1f} s  ({layer_bytes / MiB / imp['wall']:.0f} MiB/s)")
+            print(f"  tar -x          : {tar:7.1f} s  ({layer_bytes / MiB / tar:.0f} MiB/s)")
+            print(f"  tar -x + sync   : {tar_sync:7.1f} s")
+            print(f"  verify only     : {verify:7.1f} s  (hash blobs, gunzip, hash tars; nothing written)")
+            ratio, ratio_sync = imp["wall"] / tar, imp["wall"] / tar_sync
+            print(f"  ratio import/tar: {ratio:7.2f}  (against tar -x + sync: {ratio_sync:.2f})")
+            print(f"  ratio import/verify only: {imp['wall'] / verify:.2f}")
+            print(
+                f"  peak RSS import process: {imp['self_mib']:.0f} MiB; its child programs: "
+                f"{imp['children_mib']:.0f} MiB"
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

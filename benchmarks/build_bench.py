@@ -56,7 +56,7 @@ def _timed_build(reference: str, output: Path, cache: Path, arch: Arch) -> tuple
 def _floor(reference_path: Path, work: Path) -> tuple[float, int]:
     """tar -x of every layer into a fresh directory, mkfs.ext4 -d of it, qemu-img convert of that image."""
     layout = work / "layout"
-    layout.mkdir()
+    layout.mkdir(parents=True)
     run.run(["tar", "-xf", reference_path, "-C", layout])
     index = json.loads((layout / "index.json").read_text())
     manifest_digest = index["manifests"][0]["digest"].split(":")[1]

@@ -55,3 +55,12 @@ def example_aarch64() -> ExampleImage:
 def images(tmp_path_factory: pytest.TempPathFactory) -> ImageBuilds:
     """Disk images built once per session and shared by the tests that inspect or boot them."""
     return ImageBuilds(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture
+def builder_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The builder's temporary directories (its mount points) under tmp_path, so leaks are found there."""
+    work = tmp_path / "tmp"
+    work.mkdir()
+    monkeypatch.setenv("TMPDIR", str(work))
+    return tmp_path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -12,22 +11,14 @@ from builder import run
 from builder.devices import loop_device, mounted
 from builder.example import ExampleImage
 from builder.plan import BIOS_BOOT_GUID, ESP_GUID, XBOOTLDR_GUID
-from tests.imagebuilds import ImageBuilds, imgbuild, leaked_resources, partitions, raw_copy
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+from tests.imagebuilds import ImageBuilds, imgbuild, leaked_resources, partitions, raw_copy, sha256_file
 
 
 @pytest.mark.parametrize("fmt", ["qcow2", "raw"])
 def test_disk_checks(fmt: str, example_x86_64: ExampleImage, images: ImageBuilds, tmp_path: Path) -> None:
     built = images.get(fmt, example_x86_64.reference)
     record = built.result["outputs"][0]
-    assert record["format"] == fmt and record["sha256"] == _sha256(built.image)
+    assert record["format"] == fmt and record["sha256"] == sha256_file(built.image)
     info = json.loads(run.run(["qemu-img", "info", "--output=json", built.image]).out)
     assert info["format"] == fmt and info["virtual-size"] == 10 << 30
     if fmt == "qcow2":

@@ -3,57 +3,25 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
-
 from tests.imagebuilds import leaked_resources
-from tests.unit.test_service_support import ComposerCli, running_service
+from tests.unit.test_service_support import EXAMPLE_BLUEPRINT, log_tail, running_service
 
 if TYPE_CHECKING:
     from builder.example import ExampleImage
 
-BLUEPRINT = """name = "example"
-description = "the example OS, through the service"
-version = "0.1.0"
-
-[customizations]
-hostname = "from-the-service"
-"""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _log_tail(cli: ComposerCli, compose_id: str) -> str:
-    return "\n".join(cli.log(compose_id).splitlines()[-30:])
-
-
-@pytest.fixture
-def builder_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The builder's temporary directories (its mount points) under tmp_path, so leaks are found there."""
-    work = tmp_path / "tmp"
-    work.mkdir()
-    monkeypatch.setenv("TMPDIR", str(work))
-    return tmp_path
-
 
 def test_cancel_a_real_compose_releases_everything(example_x86_64: ExampleImage, builder_tmp: Path) -> None:
     with running_service(builder_tmp / "state", grace=60) as (_, cli):
-        cli.push(BLUEPRINT)
+        cli.push(EXAMPLE_BLUEPRINT)
         compose_id = cli.start_ok("example", "raw", example_x86_64.reference)
         deadline = time.monotonic() + 900
         while '"stage": "ostree.deploy"' not in cli.log(compose_id):  # its disk is mounted by then
-            assert cli.info(compose_id)["queue_status"] in ("WAITING", "RUNNING"), _log_tail(cli, compose_id)
-            assert time.monotonic() < deadline, _log_tail(cli, compose_id)
+            assert cli.info(compose_id)["queue_status"] in ("WAITING", "RUNNING"), log_tail(cli, compose_id)
+            assert time.monotonic() < deadline, log_tail(cli, compose_id)
             time.sleep(0.2)
         answer = cli.raw("DELETE", f"/api/v1/compose/cancel/{compose_id}")
         assert answer.json() == {"uuid": compose_id, "status": True}

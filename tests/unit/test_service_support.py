@@ -210,3 +210,16 @@ BLUEPRINT = (
 
 def blueprint(name: str = "demo", version: str = "1.0.0") -> str:
     return BLUEPRINT.format(name=name, version=version)
+
+
+EXAMPLE_BLUEPRINT = """name = "example"
+description = "the example OS, through the service"
+version = "0.1.0"
+
+[customizations]
+hostname = "from-the-service"
+"""
+
+
+def log_tail(cli: ComposerCli, compose_id: str) -> str:
+    return "\n".join(cli.log(compose_id).splitlines()[-30:])

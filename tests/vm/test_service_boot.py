@@ -4,57 +4,25 @@ marker."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
-
 from builder import run
 from builder.example import SELFTEST_MARKER
-from tests.imagebuilds import imgbuild, leaked_resources
-from tests.unit.test_service_support import ComposerCli, running_service
+from tests.imagebuilds import imgbuild, leaked_resources, sha256_file
+from tests.unit.test_service_support import EXAMPLE_BLUEPRINT, log_tail, running_service
 
 if TYPE_CHECKING:
     from builder.example import ExampleImage
 
-BLUEPRINT = """name = "example"
-description = "the example OS, through the service"
-version = "0.1.0"
-
-[customizations]
-hostname = "from-the-service"
-"""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _log_tail(cli: ComposerCli, compose_id: str) -> str:
-    return "\n".join(cli.log(compose_id).splitlines()[-30:])
-
-
-@pytest.fixture
-def builder_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The builder's temporary directories (its mount points) under tmp_path, so leaks are found there."""
-    work = tmp_path / "tmp"
-    work.mkdir()
-    monkeypatch.setenv("TMPDIR", str(work))
-    return tmp_path
-
 
 def test_compose_of_the_example_image(example_x86_64: ExampleImage, builder_tmp: Path) -> None:
     with running_service(builder_tmp / "state") as (_, cli):
-        assert cli.push(BLUEPRINT).json() == {"status": True}
+        assert cli.push(EXAMPLE_BLUEPRINT).json() == {"status": True}
         compose_id = cli.start_ok("example", "qcow2", example_x86_64.reference)
         status = cli.wait(compose_id, timeout=1800)
-        assert status == "FINISHED", _log_tail(cli, compose_id)
+        assert status == "FINISHED", log_tail(cli, compose_id)
 
         download = builder_tmp / "download.qcow2"
         answer = cli.get(f"/api/v1/compose/image/{compose_id}")
@@ -69,7 +37,7 @@ def test_compose_of_the_example_image(example_x86_64: ExampleImage, builder_tmp:
         result = json.loads(
             (builder_tmp / "state" / "composes" / compose_id / "output" / "result.json").read_text()
         )
-        assert result["outputs"][0]["sha256"] == _sha256(download)
+        assert result["outputs"][0]["sha256"] == sha256_file(download)
         info = json.loads(run.run(["qemu-img", "info", "--output=json", download]).out)
         assert info["format"] == "qcow2"
         run.run(["qemu-img", "check", download])

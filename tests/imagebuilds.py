@@ -29,9 +29,15 @@ def imgbuild(
     for name in ("IMGBUILD_CACHE", "IMGBUILD_EXAMPLES"):
         if name in os.environ and name not in extra:
             extra[name] = os.environ[name]
-    return run.run(
-        [sys.executable, "-m", "builder", *map(str, args)], env=extra, check=check, timeout=timeout
+    result = run.run(
+        [sys.executable, "-m", "builder", *map(str, args)], env=extra, check=False, timeout=timeout
     )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"imgbuild {' '.join(map(str, args))} exited {result.returncode}:\n"
+            + result.stderr.decode(errors="replace")[-4000:]
+        )
+    return result
 
 
 @dataclass(frozen=True)

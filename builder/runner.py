@@ -93,8 +93,14 @@ def _should_fail(index: int, kind: str) -> bool:
 
 def build(manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progress) -> BuildResult:
     started = time.monotonic()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    cache.mkdir(parents=True, exist_ok=True)
+    for directory, what in ((output_dir, "output"), (cache, "cache")):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ImgbuildError(
+                f"cannot create the {what} directory {directory}: {e.strerror}",
+                hint="choose a writable directory" + (" with --output" if what == "output" else ""),
+            ) from e
     stages = list(manifest.stages())
     ids = manifest.stage_ids()
     total = len(stages)

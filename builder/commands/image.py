@@ -10,13 +10,20 @@ from builder import manifest as manifest_mod
 from builder import run
 from builder.arch import Arch
 from builder.blueprint import Blueprint, load_blueprint, parse_size
-from builder.errors import NeedsRoot
+from builder.errors import ImgbuildError, NeedsRoot
 from builder.paths import cache_dir
 from builder.plan import PlanOptions, Rootfs, plan
 from builder.prepare import prepare, remember_import
 from builder.progress import Progress, ProgressMode
 from builder.runner import build
 from targets.formats import DISK_FORMATS, Format
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(int(text) if text.isdigit() else text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _plan_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +36,7 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", type=Arch.parse, help="x86_64 or aarch64 (default: the image's)")
     parser.add_argument("--rootfs", type=Rootfs, choices=list(Rootfs), default=Rootfs.EXT4)
     parser.add_argument(
-        "--size", type=parse_size, help="disk size, e.g. 10GiB (grown if the layout needs more)"
+        "--size", type=_size, help="disk size, e.g. 10GiB (grown if the layout needs more)"
     )
     parser.add_argument("--seed", help="seed for UUIDs (default: derived from the inputs)")
     parser.add_argument("--compress", action="store_true", help="compress qcow2 output")
@@ -80,8 +87,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         tmp = args.o.with_name(f".{args.o.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(args.o)
+        try:
+            tmp.write_text(text)
+            tmp.replace(args.o)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise ImgbuildError(f"cannot write the manifest to {args.o}: {e.strerror}") from e
     return 0
 
 

@@ -73,3 +73,15 @@ def test_sigterm_mid_build_cleans_up(example_x86_64: ExampleImage, tmp_path: Pat
     assert rc != 0
     assert leaked_resources(tmp_path) == []
     assert list(out.iterdir()) == []
+
+
+def test_unwritable_output_is_one_line(example_x86_64: ExampleImage, tmp_path: Path) -> None:
+    result = imgbuild(
+        ["raw", example_x86_64.reference, "--output", "/proc/imgbuild-no-such-dir"], check=False
+    )
+    err = result.stderr.decode()
+    assert result.returncode == 2 and "Traceback" not in err
+    assert err.splitlines()[0] == (
+        "imgbuild: error: cannot create the output directory /proc/imgbuild-no-such-dir: No such file or directory"
+    )
+    assert leaked_resources(tmp_path) == []

@@ -35,9 +35,7 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--arch", type=Arch.parse, help="x86_64 or aarch64 (default: the image's)")
     parser.add_argument("--rootfs", type=Rootfs, choices=list(Rootfs), default=Rootfs.EXT4)
-    parser.add_argument(
-        "--size", type=_size, help="disk size, e.g. 10GiB (grown if the layout needs more)"
-    )
+    parser.add_argument("--size", type=_size, help="disk size, e.g. 10GiB (grown if the layout needs more)")
     parser.add_argument("--seed", help="seed for UUIDs (default: derived from the inputs)")
     parser.add_argument("--compress", action="store_true", help="compress qcow2 output")
 

@@ -15,8 +15,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -40,22 +39,45 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, delivered as an exception so that every context manager unwinds."""
 
 
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        # One exception is enough: ignore repeats while the cleanup runs.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated()
+class _Interrupts:
+    """SIGINT and SIGTERM while a build runs.
 
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: the caller handles signals
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    While stages run, the first signal becomes an exception (KeyboardInterrupt, or Terminated for SIGTERM) so
+    that every resource unwinds. From then on, and while finished outputs are published, signals are held
+    back: cleanup and publishing are never cut short (no half-removed work directory, no half-written
+    result). A signal held back while a successful build was publishing is raised once all is released.
+    """
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.held: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupts:
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handler)
+        except ValueError:  # not the main thread: whoever runs the build there handles signals
+            pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.holding:
+            self.held = self.held or signum
+            return
+        self.holding = True
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def hold(self) -> None:
+        self.holding = True
+
+    def raise_held(self) -> None:
+        if self.held is not None:
+            raise Terminated() if self.held == signal.SIGTERM else KeyboardInterrupt()
 
 
 @dataclass(frozen=True)
@@ -104,7 +126,7 @@ def build(manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progre
     stages = list(manifest.stages())
     ids = manifest.stage_ids()
     total = len(stages)
-    with _sigterm_raises(), ExitStack() as stack:
+    with _Interrupts() as interrupts, ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".imgbuild-", dir=output_dir)))
         ctx = BuildContext(
             workdir=workdir,
@@ -118,12 +140,15 @@ def build(manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progre
         try:
             for index, ((path, stage), stage_id) in enumerate(zip(stages, ids, strict=True), start=1):
                 _run_stage(index, total, path, stage.type, dict(stage.options), stage_id, ctx)
+            interrupts.hold()
             outputs = _finish(ctx, output_dir)
         except ImgbuildError as e:
+            interrupts.hold()
             progress.failed(e.message)
             raise
-        except KeyboardInterrupt:
-            progress.failed("interrupted")
+        except BaseException as e:
+            interrupts.hold()
+            progress.failed("interrupted" if isinstance(e, KeyboardInterrupt) else f"internal error: {e!r}")
             raise
         manifest_file = output_dir / "manifest.json"
         _write_atomic(manifest_file, manifest.dumps("json"))
@@ -141,6 +166,7 @@ def build(manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progre
         }
         result_file = output_dir / "result.json"
         _write_atomic(result_file, json.dumps(result, indent=2) + "\n")
+    interrupts.raise_held()
     progress.finished(result)
     return BuildResult(tuple(outputs), result_file, manifest_file, time.monotonic() - started)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from builder.arch import Arch
-from builder.blueprint import Blueprint, DiskCustomization, DiskType, PlainPartition
+from builder.blueprint import Blueprint, BtrfsPartition, DiskCustomization, DiskType, PlainPartition
 from builder.customize.passwords import crypt_passwords
 from builder.errors import BlueprintError, NotBootable
 from builder.facts import ImageFacts
@@ -98,6 +98,8 @@ class _Part:
     mountpoint: str | None
     label: str  # filesystem label
     part_uuid: str | None = None  # from the blueprint; else derived from the seed
+    subvolume: str | None = None  # btrfs: the subvolume mounted at `mountpoint`
+    subvolumes: tuple[tuple[str, str], ...] = ()  # btrfs: every (name, mountpoint) made in this filesystem
 
 
 LABEL_MAX = {"ext4": 16, "btrfs": 255, "xfs": 12, "vfat": 11, "swap": 15}
@@ -156,10 +158,17 @@ def _disk_layout(facts: ImageFacts, disk: DiskCustomization, opts: PlanOptions) 
     given: list[_Part] = []
     root: _Part | None = None
     for index, partition in enumerate(disk.partitions):
+        if isinstance(partition, BtrfsPartition):
+            volume = _btrfs_part(facts, partition, index)
+            if volume.mountpoint == "/":
+                root = volume
+            else:
+                given.append(volume)
+            continue
         if not isinstance(partition, PlainPartition):
             raise _refuse_disk(
                 f"partitions[{index}] is of type {partition.type}, which imgbuild cannot deploy into yet",
-                'use plain partitions (type = "plain" with fs_type ext4, xfs, vfat or swap)',
+                "use plain partitions, or a btrfs partition with subvolumes",
             )
         fstype = partition.fs_type.value if partition.fs_type is not None else rootfs
         if fstype == "none":
@@ -208,10 +217,36 @@ def _disk_layout(facts: ImageFacts, disk: DiskCustomization, opts: PlanOptions) 
     return parts, _round_up(size)
 
 
-def _kernel_args(facts: ImageFacts, blueprint: Blueprint, root_uuid: str, rootfs: Rootfs) -> list[str]:
+def _btrfs_part(facts: ImageFacts, partition: BtrfsPartition, index: int) -> _Part:
+    """A btrfs partition holding subvolumes; if one of them is /, the partition is the root filesystem."""
+    subvolumes = tuple((sub.name, sub.mountpoint) for sub in partition.subvolumes)
+    if not subvolumes:
+        raise _refuse_disk(f"partitions[{index}] (btrfs) has no subvolumes", "add [[...subvolumes]] entries")
+    for _, mountpoint in subvolumes:
+        if mountpoint == "/boot":
+            raise _refuse_disk(
+                f"partitions[{index}].subvolumes: /boot cannot be a btrfs subvolume",
+                "ostree needs /boot as a filesystem of its own: give it a plain partition",
+            )
+    root = next((name for name, mountpoint in subvolumes if mountpoint == "/"), None)
+    name = partition.part_label or ("root" if root else f"btrfs{index}")
+    return _Part(
+        name=name,
+        type=(partition.part_type or (ROOT_GUID[facts.arch] if root else LINUX_DATA_GUID)).upper(),
+        size=_round_up(partition.minsize),
+        fstype="btrfs",
+        mountpoint="/" if root else None,
+        label=_label(name, "btrfs"),
+        part_uuid=partition.part_uuid.lower() if partition.part_uuid else None,
+        subvolume=root,
+        subvolumes=subvolumes,
+    )
+
+
+def _kernel_args(facts: ImageFacts, blueprint: Blueprint, root_uuid: str, root: _Part) -> list[str]:
     args = [f"root=UUID={root_uuid}", "rw"]
-    if rootfs is Rootfs.BTRFS:
-        args.append("rootflags=subvol=/")
+    if root.subvolume is not None:
+        args.append(f"rootflags=subvol={root.subvolume}")
     args += facts.image_kargs
     args += ["console=tty0", f"console={SERIAL_CONSOLE[facts.arch]},115200n8"]
     args += facts.composefs_kargs
@@ -235,10 +270,12 @@ def plan(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions
             raise BlueprintError(
                 f"{part.mountpoint} cannot be {part.fstype}", hint="use ext4, xfs or btrfs for / and /boot"
             )
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"partition": root.name, "target": "/", "fstype": root.fstype},
         {"partition": boot.name, "target": "/boot", "fstype": boot.fstype},
     ]
+    if root.subvolume is not None:
+        mounts[0]["options"] = [f"subvol={root.subvolume}"]
     stages = [
         Stage(
             "container.import",
@@ -267,6 +304,11 @@ def plan(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions
         for p in parts
         if p.fstype is not None
     ]
+    stages += [
+        Stage("fs.btrfs-subvolumes", {"partition": p.name, "subvolumes": [name for name, _ in p.subvolumes]})
+        for p in parts
+        if p.subvolumes
+    ]
     fstab: list[dict[str, Any]] = [
         {
             "where": p.mountpoint,
@@ -277,13 +319,20 @@ def plan(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions
         for p in sorted(parts, key=lambda p: p.mountpoint or "")
         if p.mountpoint not in (None, "/")
     ]
+    fstab += [
+        {"where": where, "uuid": uuids[p.name], "fstype": "btrfs", "options": f"subvol={name}"}
+        for p in parts
+        for name, where in p.subvolumes
+        if where != "/"
+    ]
+    fstab.sort(key=lambda entry: str(entry["where"]))
     stages.append(
         Stage(
             "ostree.deploy",
             {
                 "stateroot": opts.stateroot,
                 "mounts": mounts,
-                "kernel_args": _kernel_args(facts, blueprint, uuids[root.name], opts.rootfs),
+                "kernel_args": _kernel_args(facts, blueprint, uuids[root.name], root),
                 "origin": facts.origin,
                 "readonly": True,
                 "fstab": fstab,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from builder import run
+from builder.devices import loop_device, mounted
 from builder.disk.mkfs import make_filesystem
 from builder.disk.partition import PartitionSpec, create_gpt
 from builder.stages.context import BuildContext
@@ -38,3 +40,20 @@ class MakeFilesystem(StageKind, kind="fs.mkfs"):
             uuid=options["uuid"],
             label=options["label"],
         )
+
+
+class BtrfsSubvolumes(StageKind, kind="fs.btrfs-subvolumes"):
+    """Subvolumes at the top level of a btrfs filesystem, for a [customizations.disk] btrfs partition."""
+
+    def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
+        part = ctx.partition(options["partition"])
+        top = ctx.workdir / f"btrfs-{options['partition']}"
+        top.mkdir(exist_ok=True)
+        with (
+            loop_device(ctx.require_disk(), offset=part.start, size=part.size) as device,
+            mounted(device, top, fstype="btrfs"),
+        ):
+            for name in options["subvolumes"]:
+                (top / name).parent.mkdir(parents=True, exist_ok=True)
+                run.run(["btrfs", "subvolume", "create", top / name])
+        top.rmdir()

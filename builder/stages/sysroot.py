@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from builder.devices import loop_device, mounted
 from builder.stages.context import BuildContext
 
 
 @contextmanager
-def mounted_sysroot(ctx: BuildContext, mounts: Sequence[Mapping[str, str]]) -> Iterator[Path]:
+def mounted_sysroot(ctx: BuildContext, mounts: Sequence[Mapping[str, Any]]) -> Iterator[Path]:
     """Mount `mounts` (root first, then nested ones) under a fresh directory; yield that root."""
     disk = ctx.require_disk()
     root = ctx.workdir / "sysroot"
@@ -27,5 +28,7 @@ def mounted_sysroot(ctx: BuildContext, mounts: Sequence[Mapping[str, str]]) -> I
             device = stack.enter_context(loop_device(disk, offset=part.start, size=part.size))
             target = root / mount["target"].lstrip("/")
             target.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(mounted(device, target, fstype=mount["fstype"]))
+            stack.enter_context(
+                mounted(device, target, fstype=mount["fstype"], options=mount.get("options", ()))
+            )
         yield root

@@ -241,3 +241,31 @@ def test_disk_customization_refusals(snippet: str, message: str) -> None:
     )
     with pytest.raises(BlueprintError, match=message):
         plan(FACTS, _bp(text), Format.QCOW2, PlanOptions())
+
+
+def test_btrfs_subvolume_layout() -> None:
+    text = (Path(__file__).parents[1] / "data/btrfs-subvolumes.toml").read_text()
+    manifest = plan(FACTS, _bp(text), Format.QCOW2, PlanOptions()).dumps()
+    names = [p["name"] for p in _stage(manifest, "disk.partition")["partitions"]]  # type: ignore[attr-defined]
+    assert names == ["bios", "esp", "boot", "root"]
+    assert _stage(manifest, "fs.btrfs-subvolumes") == {"partition": "root", "subvolumes": ["root", "var-log"]}
+    deploy = _stage(manifest, "ostree.deploy")
+    assert deploy["mounts"][0] == {  # type: ignore[index]
+        "partition": "root",
+        "target": "/",
+        "fstype": "btrfs",
+        "options": ["subvol=root"],
+    }
+    assert "rootflags=subvol=root" in deploy["kernel_args"]  # type: ignore[operator]
+    var_log = next(m for m in deploy["fstab"] if m["where"] == "/var/log")  # type: ignore[attr-defined]
+    assert var_log["fstype"] == "btrfs" and var_log["options"] == "subvol=var-log"
+
+
+def test_boot_cannot_be_a_btrfs_subvolume() -> None:
+    text = (
+        'name = "b"\n[[customizations.disk.partitions]]\ntype = "btrfs"\nminsize = "5 GiB"\n'
+        '[[customizations.disk.partitions.subvolumes]]\nname = "root"\nmountpoint = "/"\n'
+        '[[customizations.disk.partitions.subvolumes]]\nname = "boot"\nmountpoint = "/boot"\n'
+    )
+    with pytest.raises(BlueprintError, match="/boot cannot be a btrfs subvolume"):
+        plan(FACTS, _bp(text), Format.QCOW2, PlanOptions())

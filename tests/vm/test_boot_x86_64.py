@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from builder.example import SELFTEST_MARKER, ExampleImage
 from tests.imagebuilds import ImageBuilds, imgbuild
+
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def _boot(image: str, firmware: str, *extra: str) -> str:
@@ -32,6 +35,7 @@ def _commit(line: str) -> str:
         ("raw", "uefi", ()),
         ("qcow2", "bios", ("--rootfs", "xfs")),
         ("qcow2", "uefi", ("--rootfs", "btrfs")),
+        ("qcow2", "bios", ("--blueprint", str(DATA / "btrfs-subvolumes.toml"))),
     ],
 )
 def test_boots_to_selftest(

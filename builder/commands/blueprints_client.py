@@ -8,7 +8,7 @@ import urllib.parse
 from pathlib import Path
 
 from builder.errors import ImgbuildError
-from builder.service.client import API, add_connection_arguments, client_from_args
+from builder.service.client import API, client_actions, client_from_args
 
 
 def _name(name: str) -> str:
@@ -65,14 +65,7 @@ def changes(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("blueprints", help="manage blueprints stored by the service (imgbuild serve)")
-    actions = parser.add_subparsers(dest="action", metavar="ACTION")
-    actions.required = True
-
-    def action(name: str, help_text: str) -> argparse.ArgumentParser:
-        child = actions.add_parser(name, help=help_text)
-        add_connection_arguments(child)
-        return child
+    action = client_actions(sub, "blueprints", "manage blueprints stored by the service (imgbuild serve)")
 
     child = action("push", "store blueprints (TOML, or JSON by the .json suffix)")
     child.add_argument("files", nargs="+", type=Path, metavar="FILE")

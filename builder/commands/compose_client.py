@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import ImgbuildError
-from builder.service.client import API, ComposeFailed, WeldrClient, add_connection_arguments, client_from_args
+from builder.service.client import API, ComposeFailed, WeldrClient, client_actions, client_from_args
 
 ENDED = ("FINISHED", "FAILED")
 
@@ -119,14 +119,7 @@ def delete(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("compose", help="start and follow composes on the service (imgbuild serve)")
-    actions = parser.add_subparsers(dest="action", metavar="ACTION")
-    actions.required = True
-
-    def action(name: str, help_text: str) -> argparse.ArgumentParser:
-        child = actions.add_parser(name, help=help_text)
-        add_connection_arguments(child)
-        return child
+    action = client_actions(sub, "compose", "start and follow composes on the service (imgbuild serve)")
 
     child = action("start", "queue a compose of a stored blueprint")
     child.add_argument("blueprint", metavar="NAME")

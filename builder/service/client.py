@@ -13,7 +13,7 @@ import os
 import re
 import socket
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,3 +203,20 @@ def client_from_args(args: argparse.Namespace) -> WeldrClient:
     if args.url is not None:
         return WeldrClient(url=args.url, token=token)
     return WeldrClient(socket_path=args.socket or DEFAULT_SOCKET, token=token)
+
+
+def client_actions(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> Callable[[str, str], argparse.ArgumentParser]:
+    """A client command `name` with sub-actions; returns a function adding an action with the connection
+    options (--socket, --url, --token-file)."""
+    parser = sub.add_parser(name, help=help_text)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+
+    def action(action_name: str, action_help: str) -> argparse.ArgumentParser:
+        child = actions.add_parser(action_name, help=action_help)
+        add_connection_arguments(child)
+        return child
+
+    return action

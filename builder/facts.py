@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.arch import Arch
-from builder.ostree.imageconfig import commit_composefs_policy, commit_image_kargs
+from builder.ostree.imageconfig import tree_composefs_policy, tree_image_kargs
 from builder.ostree.repoquery import CommitTree
 from builder.source.image import Image
 
@@ -53,7 +53,7 @@ def gather(image: Image, *, reference: str, origin: str, repo: Path, commit: str
     selinux = _shell_vars(tree.read_text("usr/etc/selinux/config")).get("SELINUXTYPE")
     if selinux and not tree.exists(f"usr/etc/selinux/{selinux}/contexts/files/file_contexts"):
         selinux = None
-    composefs = commit_composefs_policy(repo, commit)
+    composefs = tree_composefs_policy(tree)
     os_release = _shell_vars(tree.read_text("usr/lib/os-release") or tree.read_text("usr/etc/os-release"))
     return ImageFacts(
         reference=reference,
@@ -69,6 +69,6 @@ def gather(image: Image, *, reference: str, origin: str, repo: Path, commit: str
         selinux_policy=selinux or None,
         composefs_kargs=composefs.kargs,
         composefs_reason=composefs.reason,
-        image_kargs=commit_image_kargs(repo, commit, image.architecture),
+        image_kargs=tree_image_kargs(tree, image.architecture),
         os_name=os_release.get("PRETTY_NAME", os_release.get("NAME", "Linux")),
     )

@@ -25,9 +25,10 @@ from pathlib import Path
 from builder import __version__, run
 from builder.errors import ImgbuildError, NeedsRoot, NotBootable
 from builder.ostree.gi import Gio, OSTree, open_repo
-from builder.ostree.imageconfig import commit_composefs_policy, commit_image_kargs, read_commit
+from builder.ostree.imageconfig import commit_composefs_policy, commit_image_kargs
 from builder.ostree.mounts import MountSpec, write_mounts, write_swaps
 from builder.ostree.prepareroot import ComposefsDecision, composefs_policy
+from builder.ostree.repoquery import CommitMissing, CommitTree
 from builder.ostree.selinux import selinux_label
 from builder.ostree.sysroot import seed_var
 
@@ -154,25 +155,18 @@ def pull_commit(source_repo: Path, root: Path, commit: str, *, refs: Sequence[st
 
 
 def _commit_problem(root: Path, commit: str) -> ImgbuildError | None:
-    repo = open_repo(sysroot_repo(root))
-    tree = read_commit(repo, commit)
-    if tree is None:
+    # Returns rather than raises, so no traceback keeps the sysroot repository open (and its mount busy).
+    try:
+        tree = CommitTree(sysroot_repo(root), commit)
+    except CommitMissing:
         return DeployError(f"commit {commit} is not in the sysroot repository", hint="pull it first")
-    if not any(tree.resolve_relative_path(p).query_exists(None) for p in OS_RELEASE):
+    if not any(tree.exists(p) for p in OS_RELEASE):
         return NotBootable(
             "the image has no os-release (/usr/lib/os-release or /usr/etc/os-release)",
             hint="ostree needs os-release to name the boot entry; add it to the image",
         )
-    modules = tree.resolve_relative_path("usr/lib/modules")
-    found = False
-    if modules.query_exists(None):
-        children = modules.enumerate_children(
-            "standard::name", Gio.FileQueryInfoFlags.NOFOLLOW_SYMLINKS, None
-        )
-        for info in children:
-            if modules.get_child(info.get_name()).get_child("vmlinuz").query_exists(None):
-                found = True
-    if not found and not tree.resolve_relative_path("boot").query_exists(None):
+    kernels = [k for k in tree.listdir("usr/lib/modules") if tree.exists(f"usr/lib/modules/{k}/vmlinuz")]
+    if not kernels and not tree.exists("boot"):
         return NotBootable(
             "the image has no kernel in /usr/lib/modules/<version>/vmlinuz",
             hint="install a kernel (and an initramfs.img beside it) in the image",

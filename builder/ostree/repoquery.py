@@ -1,11 +1,23 @@
-"""Read-only questions to an ostree repository: does it have a commit, what is in a commit's tree."""
+"""Read-only questions to an ostree repository: does it have a commit, what is in a commit's tree.
+
+The one place that reads files out of a commit through libostree without a checkout (the planner's facts,
+the image's own boot settings, deploy's pre-flight checks).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from builder.errors import ImgbuildError
 from builder.ostree.gi import Gio, GLib, OSTree, open_repo
+
+_NOFOLLOW = Gio.FileQueryInfoFlags.NOFOLLOW_SYMLINKS
+
+
+class CommitMissing(ImgbuildError):
+    """The commit to read is not in the repository."""
 
 
 def has_commit(repo: Path, commit: str) -> bool:
@@ -23,39 +35,65 @@ class CommitTree:
 
     def __init__(self, repo: Path, commit: str) -> None:
         self._repo = open_repo(repo)
-        _, self._root, _ = self._repo.read_commit(commit, None)
+        try:
+            ok, self._root, _ = self._repo.read_commit(commit, None)
+        except GLib.Error:
+            ok = False
+        if not ok:
+            raise CommitMissing(f"commit {commit} is not in {repo}", hint="import the image first")
 
     def _file(self, path: str) -> Any:
         return self._root.resolve_relative_path(path.strip("/"))
+
+    def _type(self, path: str) -> Any:
+        f = self._file(path)
+        if not f.query_exists(None):
+            return None
+        return f.query_file_type(_NOFOLLOW, None)
 
     def exists(self, path: str) -> bool:
         return bool(self._file(path).query_exists(None))
 
     def is_dir(self, path: str) -> bool:
-        f = self._file(path)
-        if not f.query_exists(None):
-            return False
-        kind = f.query_file_type(Gio.FileQueryInfoFlags.NOFOLLOW_SYMLINKS, None)
-        return bool(kind == Gio.FileType.DIRECTORY)
+        return bool(self._type(path) == Gio.FileType.DIRECTORY)
+
+    def is_regular(self, path: str) -> bool:
+        return bool(self._type(path) == Gio.FileType.REGULAR)
 
     def listdir(self, path: str) -> list[str]:
         if not self.is_dir(path):
             return []
         names = []
-        enum = self._file(path).enumerate_children(
-            "standard::name", Gio.FileQueryInfoFlags.NOFOLLOW_SYMLINKS, None
-        )
-        while (info := enum.next_file(None)) is not None:
+        for info in self._file(path).enumerate_children("standard::name", _NOFOLLOW, None):
             names.append(str(info.get_name()))
         return sorted(names)
 
-    def read_text(self, path: str, limit: int = 1 << 20) -> str | None:
-        f = self._file(path)
-        if not f.query_exists(None):
+    def read_bytes(self, path: str) -> bytes | None:
+        """The content of a regular file (symlinks are not followed), or None."""
+        if not self.is_regular(path):
             return None
-        stream = f.read(None)
+        # g_file_load_contents() trips over the plain GInputStream an OstreeRepoFile returns, and one
+        # read_bytes() may return less than asked: read until the end.
+        stream = self._file(path).read(None)
+        chunks = []
         try:
-            data = stream.read_bytes(limit, None).get_data()
+            while chunk := bytes(stream.read_bytes(65536, None).get_data()):
+                chunks.append(chunk)
         finally:
             stream.close(None)
-        return bytes(data).decode("utf-8", "replace")
+        return b"".join(chunks)
+
+    def read_text(self, path: str) -> str | None:
+        data = self.read_bytes(path)
+        return None if data is None else data.decode("utf-8", "replace")
+
+    def extract(self, dest: Path, files: Iterable[str], dirs: Iterable[str] = ()) -> None:
+        """Copy the regular files `files`, and the regular files directly in `dirs`, to the same paths in
+        `dest`."""
+        wanted = [*files, *(f"{d.strip('/')}/{name}" for d in dirs for name in self.listdir(d))]
+        for path in wanted:
+            data = self.read_bytes(path)
+            if data is not None:
+                target = dest / path.strip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)

@@ -17,7 +17,7 @@ from builder.facts import ImageFacts, gather
 from builder.manifest import Manifest, Stage
 from builder.ostree.importer import import_image
 from builder.source.fetch import fetch_image
-from builder.source.inspect import kernel_versions, require_bootable
+from builder.source.inspect import require_bootable
 from builder.source.reference import parse_reference
 
 
@@ -35,7 +35,7 @@ def prepare(reference: str, *, arch: Arch | None, cache: Path) -> Prepared:
             f"{ref} is a {image.architecture} image, but {arch} was asked for",
             hint=f"use --arch {image.architecture} or an image built for {arch}",
         )
-    require_bootable(image, kernel_versions(image))
+    require_bootable(image)
     repo = cache / "repo"
     result = import_image(image, repo, imgref=ref.skopeo)
     facts = gather(image, reference=ref.skopeo, origin=ref.origin, repo=repo, commit=result.merge_commit)

@@ -94,9 +94,16 @@ def kernel_versions(image: Image) -> tuple[str, ...]:
     return tuple(sorted(kernels))
 
 
-def require_bootable(image: Image, kernels: tuple[str, ...]) -> None:
-    """NotBootable for an image with neither an ostree commit nor a kernel under /usr/lib/modules."""
-    if image.ostree_commit is None and not kernels:
+def require_bootable(image: Image, kernels: tuple[str, ...] | None = None) -> None:
+    """NotBootable for an image with neither an ostree commit nor a kernel under /usr/lib/modules.
+
+    The layers are scanned for kernels (`kernels` None) only when there is no ostree commit to go by.
+    """
+    if image.ostree_commit is not None:
+        return
+    if kernels is None:
+        kernels = kernel_versions(image)
+    if not kernels:
         raise NotBootable(
             f"{image.reference} has no ostree commit and no kernel in /usr/lib/modules/<version>/vmlinuz",
             hint="build the image FROM an ostree-native or bootc base image",

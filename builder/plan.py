@@ -115,14 +115,7 @@ def _layout(facts: ImageFacts, blueprint: Blueprint, opts: PlanOptions) -> tuple
         return _disk_layout(facts, blueprint.disk, opts)
     sizes = {fs.mountpoint: fs.minsize for fs in blueprint.filesystems}
     rootfs = opts.rootfs.value
-    bootfs = "ext4" if opts.rootfs is Rootfs.BTRFS else rootfs
-    parts: list[_Part] = []
-    if facts.arch is Arch.X86_64 and "i386-pc" in facts.grub_platforms:
-        parts.append(_Part("bios", BIOS_BOOT_GUID, BIOS_BOOT_SIZE, None, None, ""))
-    parts.append(_Part("esp", ESP_GUID, ESP_SIZE, "vfat", "/boot/efi", "EFI-SYSTEM"))
-    parts.append(
-        _Part("boot", XBOOTLDR_GUID, _round_up(sizes.get("/boot", BOOT_SIZE)), bootfs, "/boot", "boot")
-    )
+    parts = _required_parts(facts, opts, boot_size=_round_up(sizes.get("/boot", BOOT_SIZE)))
     for mountpoint in sorted(m for m in sizes if m.startswith("/var/")):
         if opts.rootfs is Rootfs.BTRFS:
             raise BlueprintError(
@@ -133,10 +126,35 @@ def _layout(facts: ImageFacts, blueprint: Blueprint, opts: PlanOptions) -> tuple
         parts.append(
             _Part(name, LINUX_DATA_GUID, _round_up(sizes[mountpoint]), rootfs, mountpoint, name[:16])
         )
-    root_min = max(MIN_ROOT_SIZE, 2 * facts.size, sizes.get("/", 0))
-    parts.append(_Part("root", ROOT_GUID[facts.arch], None, rootfs, "/", "root"))
+    root = _Part("root", ROOT_GUID[facts.arch], sizes.get("/", 0), rootfs, "/", "root")
+    return _with_root(parts, root, facts, opts)
+
+
+def _required_parts(
+    facts: ImageFacts, opts: PlanOptions, *, boot_size: int = BOOT_SIZE, esp: bool = True, boot: bool = True
+) -> list[_Part]:
+    """What every layout has unless it brings its own: BIOS boot (x86_64 images with BIOS GRUB), ESP, /boot
+    (ext4 under a btrfs root, else the root's filesystem)."""
+    parts: list[_Part] = []
+    if facts.arch is Arch.X86_64 and "i386-pc" in facts.grub_platforms:
+        parts.append(_Part("bios", BIOS_BOOT_GUID, BIOS_BOOT_SIZE, None, None, ""))
+    if esp:
+        parts.append(_Part("esp", ESP_GUID, ESP_SIZE, "vfat", "/boot/efi", "EFI-SYSTEM"))
+    if boot:
+        bootfs = "ext4" if opts.rootfs is Rootfs.BTRFS else opts.rootfs.value
+        parts.append(_Part("boot", XBOOTLDR_GUID, boot_size, bootfs, "/boot", "boot"))
+    return parts
+
+
+def _with_root(
+    parts: list[_Part], root: _Part, facts: ImageFacts, opts: PlanOptions, minsize: int = 0
+) -> tuple[list[_Part], int]:
+    """`parts` with the root partition last, filling the disk: root at least twice the image, at least
+    MIN_ROOT_SIZE and at least the size asked for it (`root.size`); the disk at least `minsize`."""
+    root_min = max(MIN_ROOT_SIZE, 2 * facts.size, root.size or 0)
+    parts = [*parts, dataclasses.replace(root, size=None)]
     fixed = sum(p.size or 0 for p in parts) + GPT_OVERHEAD
-    size = max(opts.size or DEFAULT_DISK_SIZE, fixed + _round_up(root_min))
+    size = max(opts.size or DEFAULT_DISK_SIZE, minsize, fixed + _round_up(root_min))
     return parts, _round_up(size)
 
 
@@ -196,25 +214,14 @@ def _disk_layout(facts: ImageFacts, disk: DiskCustomization, opts: PlanOptions) 
     if root is None:
         raise _refuse_disk("no partition has mountpoint '/'", 'add a plain partition with mountpoint = "/"')
     mountpoints = [p.mountpoint for p in given if p.mountpoint]
-    parts: list[_Part] = []
-    if facts.arch is Arch.X86_64 and "i386-pc" in facts.grub_platforms:
-        parts.append(_Part("bios", BIOS_BOOT_GUID, BIOS_BOOT_SIZE, None, None, ""))
-    if "/boot/efi" not in mountpoints:
-        parts.append(_Part("esp", ESP_GUID, ESP_SIZE, "vfat", "/boot/efi", "EFI-SYSTEM"))
-    if "/boot" not in mountpoints:
-        bootfs = "ext4" if opts.rootfs is Rootfs.BTRFS else rootfs
-        parts.append(_Part("boot", XBOOTLDR_GUID, BOOT_SIZE, bootfs, "/boot", "boot"))
+    parts = _required_parts(facts, opts, esp="/boot/efi" not in mountpoints, boot="/boot" not in mountpoints)
     parts += given
     names = [p.name for p in [*parts, root]]
     if len(set(names)) != len(names):
         raise _refuse_disk(
             f"partition names are not unique: {names}", "give each partition its own part_label"
         )
-    root_min = max(MIN_ROOT_SIZE, 2 * facts.size, root.size or 0)
-    parts.append(dataclasses.replace(root, size=None))
-    fixed = sum(p.size or 0 for p in parts) + GPT_OVERHEAD
-    size = max(opts.size or DEFAULT_DISK_SIZE, disk.minsize or 0, fixed + _round_up(root_min))
-    return parts, _round_up(size)
+    return _with_root(parts, root, facts, opts, minsize=disk.minsize or 0)
 
 
 def _btrfs_part(facts: ImageFacts, partition: BtrfsPartition, index: int) -> _Part:

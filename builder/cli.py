@@ -65,12 +65,26 @@ def report(error: ImgbuildError, debug: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        # Argument types (an architecture, a size) may raise ImgbuildError, which argparse lets through.
+        args = parser.parse_args(argv)
+    except ImgbuildError as e:
+        return report(e, debug=False)
     setup_logging(args.verbose, args.debug)
     try:
         return int(args.func(args))
     except ImgbuildError as e:
         return report(e, args.debug)
+    except OSError as e:
+        if e.filename is None:
+            raise
+        # A path the user gave that cannot be used (missing parent, no permission, no space).
+        where = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+        message = ImgbuildError(
+            f"cannot use {where}: {e.strerror}",
+            hint="check the path and its permissions (--debug shows where)",
+        )
+        return report(message, args.debug)
     except KeyboardInterrupt:
         print("imgbuild: interrupted", file=sys.stderr)
         return 130

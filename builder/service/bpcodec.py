@@ -15,6 +15,8 @@ from typing import Any
 
 import tomli_w
 
+from builder.blueprint.document import CRYPTED_PREFIXES
+from builder.customize.passwords import sha512_crypt
 from builder.errors import BlueprintError
 from builder.service.store import BlueprintDoc
 from builder.service.weldr import BLUEPRINTS_ERROR, WeldrError, check_name, check_version
@@ -83,7 +85,38 @@ def decode_blueprint(body: bytes, content_type: str | None) -> BlueprintDoc:
             validate(text, fmt, f"blueprint {name}")
         except BlueprintError as e:
             raise WeldrError(BLUEPRINTS_ERROR, e.message) from None
-    return doc
+    return hash_passwords(doc)[0]
+
+
+def hash_passwords(doc: BlueprintDoc) -> tuple[BlueprintDoc, bool]:
+    """The blueprint with every plain-text user password replaced by its SHA-512 crypt hash, as Image
+    Builder does at push time (so no answer, log, tar or database page ever holds it), and whether
+    anything changed."""
+    custom = doc.get("customizations")
+    users = custom.get("user") if isinstance(custom, dict) else None
+    if not isinstance(users, list):
+        return doc, False
+    changed = False
+    hashed_users = []
+    for user in users:
+        password = user.get("password") if isinstance(user, dict) else None
+        if isinstance(password, str) and password and not password.startswith(CRYPTED_PREFIXES):
+            user = {**user, "password": sha512_crypt(password)}
+            changed = True
+        hashed_users.append(user)
+    if not changed:
+        return doc, False
+    assert isinstance(custom, dict)
+    return {**doc, "customizations": {**custom, "user": hashed_users}}, True
+
+
+LIST_KEYS = ("packages", "modules", "groups")
+
+
+def weldr_view(doc: BlueprintDoc) -> BlueprintDoc:
+    """The blueprint as composer answers it in JSON: the package lists always present (composer-cli
+    reads them), empty here since a container image brings its own packages."""
+    return {**{key: [] for key in LIST_KEYS}, **doc}
 
 
 def encode_toml(doc: BlueprintDoc) -> str:

@@ -37,7 +37,7 @@ def test_client_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         out = capsys.readouterr().out
         assert out.index("version 1.0.1 saved") < out.index("version 1.0.0 saved")
 
-        start = ["compose", "start", *sock, "demo", "qcow2", "--ref", "standin:ok", "--size", "4096"]
+        start = ["compose", "start", *sock, "demo", "qcow2", "--ref", "oci:/standin/ok", "--size", "4096"]
         assert main([*start, "--wait", "--poll", "0.1"]) == 0
         out = capsys.readouterr().out
         compose_id = out.split()[1]
@@ -49,7 +49,7 @@ def test_client_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert main(["compose", "image", *sock, compose_id, "--output", str(tmp_path)]) == 0
         image = tmp_path / f"{compose_id}-disk.qcow2"
         assert capsys.readouterr().out.strip() == str(image)
-        assert image.read_bytes().startswith(b"qcow2:standin:ok")
+        assert image.read_bytes().startswith(b"qcow2:oci:/standin/ok")
         assert main(["compose", "cancel", *sock, compose_id]) == 2
         assert "BuildInWrongState" in capsys.readouterr().err
         assert main(["compose", "delete", *sock, compose_id]) == 0
@@ -61,7 +61,7 @@ def test_client_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
             "demo",
             "raw",
             "--ref",
-            "standin:fail",
+            "oci:/standin/fail",
             "--wait",
             "--poll",
             "0.1",

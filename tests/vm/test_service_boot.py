@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 from builder import run
 from builder.example import SELFTEST_MARKER
 from tests.imagebuilds import imgbuild, leaked_resources, sha256_file
-from tests.unit.test_service_support import EXAMPLE_BLUEPRINT, log_tail, running_service
+from tests.unit.test_service_support import EXAMPLE_BLUEPRINT, allowing, log_tail, running_service
 
 if TYPE_CHECKING:
     from builder.example import ExampleImage
 
 
 def test_compose_of_the_example_image(example_x86_64: ExampleImage, builder_tmp: Path) -> None:
-    with running_service(builder_tmp / "state") as (_, cli):
+    with running_service(builder_tmp / "state", allow_refs=allowing(example_x86_64.reference)) as (_, cli):
         assert cli.push(EXAMPLE_BLUEPRINT).json() == {"status": True}
         compose_id = cli.start_ok("example", "qcow2", example_x86_64.reference)
         status = cli.wait(compose_id, timeout=1800)

@@ -72,12 +72,16 @@ def info(ctx: Context, req: Request) -> Response:
 
 
 def new(ctx: Context, req: Request) -> Response:
-    ctx.store.push_blueprint(decode_blueprint(req.body, req.content_type))
+    ctx.store.push_blueprint(decode_blueprint(req.body, req.content_type, ctx.store.committed))
     return ok()
 
 
 def workspace_push(ctx: Context, req: Request) -> Response:
-    ctx.store.push_workspace(decode_blueprint(req.body, req.content_type))
+    def _current(name: str) -> BlueprintDoc | None:
+        current = ctx.store.current(name)
+        return None if current is None else current[0]
+
+    ctx.store.push_workspace(decode_blueprint(req.body, req.content_type, _current))
     return ok()
 
 
@@ -175,8 +179,9 @@ ITEM_KEYS_BY_FIELD = ("name", "user", "path", "mountpoint")
 def _shown(value: object, nested: bool = False) -> object:
     """A value as composer-cli can print it in a diff: it indexes the first item of every list and
     cannot print a list of tables inside a table, nor a changed number or boolean. Empty lists and
-    tables are left out (the same as absent), nested lists of tables become one JSON line, and top-level
-    numbers and booleans their JSON text. Only the diff's presentation changes, never the blueprint."""
+    tables are left out (the same as absent), nested lists of tables become one JSON line, and numbers
+    and booleans their JSON text (composer-cli prints only strings inside a table). Only the diff's
+    presentation changes, never the blueprint."""
     if isinstance(value, dict):
         shown = {k: _shown(v, nested=True) for k, v in value.items() if v not in ([], {}, None)}
         return shown
@@ -184,7 +189,7 @@ def _shown(value: object, nested: bool = False) -> object:
         if nested and any(isinstance(item, dict) for item in value):
             return json.dumps(value, sort_keys=True)
         return [_shown(item, nested=True) for item in value]
-    if isinstance(value, bool | int | float) and not nested:
+    if isinstance(value, bool | int | float):
         return json.dumps(value)
     return value
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,12 @@ from tests.unit.composer_cli import Commands
 from tests.unit.test_service_support import blueprint, running_service, short_tempdir, standin_builder
 
 
+def _files(state: Path) -> list[str]:
+    """The state directory's files; SQLite's -wal and -shm come and go with the first service's own
+    connections."""
+    return sorted(p.name for p in state.iterdir() if not p.name.endswith(("-wal", "-shm")))
+
+
 def test_a_second_service_on_the_same_state_stops_and_leaves_the_first_alone(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with running_service(state, builder=standin_builder(tmp_path)) as (service, cli):
@@ -25,8 +32,12 @@ def test_a_second_service_on_the_same_state_stops_and_leaves_the_first_alone(tmp
         cc.push(blueprint())
         running = cc.start_ostree("demo", "qcow2", url="oci:/standin/hang")["build_id"]
         cli.wait(running, until=("RUNNING",))
+        deadline = time.monotonic() + 30
+        while "started pid=" not in cli.log(running):  # the stand-in has written what it writes
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         waiting = cc.start_ostree("demo", "qcow2", url="oci:/standin/ok")["build_id"]
-        before = sorted(p.name for p in state.iterdir())
+        before = _files(state)
 
         sockdir = Path(short_tempdir())
         try:
@@ -58,7 +69,8 @@ def test_a_second_service_on_the_same_state_stops_and_leaves_the_first_alone(tmp
         finally:
             shutil.rmtree(sockdir, ignore_errors=True)
 
-        assert sorted(p.name for p in state.iterdir()) == before
+        assert _files(state) == before
+        assert (state / "service.lock").read_text() == f"{os.getpid()}\n"
         assert cli.info(running)["queue_status"] == "RUNNING"  # not marked failed by a second recovery
         assert cli.info(waiting)["queue_status"] == "WAITING"
         assert cc.cancel(running)["status"] is True

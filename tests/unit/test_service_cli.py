@@ -68,6 +68,13 @@ def test_client_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         ]
         assert main(failing) == 1
         assert "the stand-in was asked to fail" in capsys.readouterr().err
+        # without --ref: the blueprint's container_ref, else a Weldr error naming the ways to give one
+        assert main(["compose", "start", *sock, "demo", "raw"]) == 2
+        assert "--default-ref" in capsys.readouterr().err
+        (tmp_path / "named.toml").write_text('container_ref = "oci:/standin/ok"\n' + blueprint("named"))
+        assert main(["blueprints", "push", *sock, str(tmp_path / "named.toml")]) == 0
+        assert main(["compose", "start", *sock, "named", "raw", "--wait", "--poll", "0.1"]) == 0
+        assert "FINISHED" in capsys.readouterr().out
         assert main(["blueprints", "delete", *sock, "other"]) == 0
         assert main(["blueprints", "show", *sock, "other"]) == 2
         assert main(["blueprints", "show", *sock, "../etc"]) == 2

@@ -41,6 +41,7 @@ def run_serve(args: argparse.Namespace) -> int:
         default_ref=args.default_ref,
         allow_refs=tuple(args.allow_ref),
     )
+    service = Service(config)  # checks the configuration (policy, --default-ref) before anything else
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -48,7 +49,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    with Service(config) as service:
+    with service:
         where = [str(args.socket)]
         if listen is not None:
             where.append("http://{}:{}".format(*service.tcp_address))

@@ -145,3 +145,35 @@ def test_socket_mode_and_group(tmp_path: Path) -> None:
         ).start()
     assert not (sockdir / "b.socket").exists()
     sockdir.rmdir()
+
+
+def test_a_blueprint_naming_another_image_than_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bp = tmp_path / "bp.toml"
+    bp.write_text('container_ref = "registry.invalid/os:1"\n' + blueprint())
+    assert main(["plan", "qcow2", "registry.invalid/other:2", "--blueprint", str(bp)]) == 2
+    err = capsys.readouterr().err
+    assert "the blueprint names the image 'registry.invalid/os:1' (container_ref)" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("pattern", ["oci-archive:relative/*", "ftp:/srv/*"])
+def test_serve_refuses_a_bad_policy_before_creating_anything(
+    tmp_path: Path, pattern: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sockdir = Path(short_tempdir())
+    argv = [
+        "serve",
+        "--socket",
+        f"{sockdir}/api.socket",
+        "--state",
+        str(tmp_path / "state"),
+        "--allow-ref",
+        pattern,
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--allow-ref" in err and "Traceback" not in err
+    assert not (tmp_path / "state").exists() and list(sockdir.iterdir()) == []
+    sockdir.rmdir()

@@ -240,6 +240,7 @@ def from_document(doc: Doc) -> Blueprint:
         ignition=_ignition(custom),
         fips=custom.get("fips", False),
         sshd=Sshd(**custom["sshd"]) if custom.get("sshd") else None,
+        container_ref=doc.get("container_ref"),
     )
 
 
@@ -293,6 +294,7 @@ def blueprint_to_dict(bp: Blueprint) -> dict[str, Any]:
             "name": bp.name,
             "description": bp.description,
             "version": bp.version,
+            "container_ref": bp.container_ref,
             "customizations": _drop_empty(custom),
         }
     )

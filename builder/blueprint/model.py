@@ -193,6 +193,7 @@ class Blueprint:
     ignition: Ignition | None = None
     fips: bool = False
     sshd: Sshd | None = None
+    container_ref: str | None = None  # the image to build from, when the blueprint names it
 
     @classmethod
     def empty(cls) -> Blueprint:

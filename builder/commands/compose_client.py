@@ -38,8 +38,9 @@ def start(args: argparse.Namespace) -> int:
         "compose_type": args.type,
         "branch": "",
         "size": args.size * 1024 * 1024,
-        "container_ref": args.ref,
     }
+    if args.ref is not None:  # else the blueprint's container_ref or the service's --default-ref
+        request["container_ref"] = args.ref
     reply = client.call("POST", f"{API}/compose", json.dumps(request).encode(), "application/json")
     compose_id = str(reply["build_id"])
     for warning in reply.get("warnings") or []:
@@ -125,7 +126,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     child.add_argument("blueprint", metavar="NAME")
     child.add_argument("type", metavar="TYPE", help="output format (qcow2, raw)")
     child.add_argument(
-        "--ref", required=True, metavar="CONTAINER_REF", help="the ostree-native container image"
+        "--ref",
+        metavar="CONTAINER_REF",
+        help="the ostree-native container image (default: the blueprint's container_ref, else the "
+        "service's --default-ref)",
     )
     child.add_argument(
         "--size", type=int, default=0, metavar="MiB", help="image size in MiB (0: the default)"

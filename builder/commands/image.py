@@ -51,6 +51,12 @@ def _build_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _make_manifest(fmt: Format, args: argparse.Namespace) -> manifest_mod.Manifest:
     blueprint = load_blueprint(args.blueprint) if args.blueprint else Blueprint.empty()
+    if blueprint.container_ref is not None and blueprint.container_ref != args.reference:
+        raise ImgbuildError(
+            f"the blueprint names the image {blueprint.container_ref!r} (container_ref), "
+            f"the command line {args.reference!r}",
+            hint="name the same image in both, or remove container_ref from the blueprint",
+        )
     cache = cache_dir()
     prepared = prepare(args.reference, arch=args.arch, cache=cache)
     options = PlanOptions(rootfs=args.rootfs, size=args.size, seed=args.seed, compression=args.compress)

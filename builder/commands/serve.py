@@ -11,6 +11,7 @@ from types import FrameType
 
 from builder.errors import ImgbuildError
 from builder.service.client import read_token
+from builder.service.refpolicy import describe
 from builder.service.server import DEFAULT_SOCKET, DEFAULT_STATE, Service, ServiceConfig
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,9 @@ def run_serve(args: argparse.Namespace) -> int:
         token=read_token(args.token_file) if args.token_file else None,
         workers=args.workers,
         default_ref=args.default_ref,
+        allow_refs=tuple(args.allow_ref),
     )
+    service = Service(config)  # checks the configuration (policy, --default-ref) before anything else
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -46,11 +49,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    with Service(config) as service:
+    with service:
         where = [str(args.socket)]
         if listen is not None:
             where.append("http://{}:{}".format(*service.tcp_address))
         log.warning("imgbuild service listening on %s (state in %s)", ", ".join(where), args.state)
+        log.warning("images allowed: %s", describe(service.policy))
         stopping.wait()
         log.warning("imgbuild service stopping")
     return 0
@@ -77,5 +81,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--default-ref",
         metavar="CONTAINER_REF",
         help="container image for compose requests that name none (plain `composer-cli compose start`)",
+    )
+    parser.add_argument(
+        "--allow-ref",
+        metavar="PATTERN",
+        action="append",
+        default=[],
+        help="container references composes may build, e.g. 'oci-archive:/srv/images/*' or "
+        "'docker://REGISTRY/team/*' (repeatable; default: any registry, no local path)",
     )
     parser.set_defaults(func=run_serve)

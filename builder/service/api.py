@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.service.queue import ComposeQueue, QueueConfig
+from builder.service.refpolicy import RefPolicy
 from builder.service.store import Store
 
 
@@ -18,6 +19,7 @@ class Context:
     queue: ComposeQueue
     config: QueueConfig
     default_ref: str | None = None  # used when a compose request names no container
+    policy: RefPolicy = field(default_factory=lambda: RefPolicy.from_args(()))  # which images may be built
 
 
 @dataclass(frozen=True)

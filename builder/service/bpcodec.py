@@ -15,6 +15,8 @@ from typing import Any
 
 import tomli_w
 
+from builder.blueprint.document import CRYPTED_PREFIXES
+from builder.customize.passwords import sha512_crypt
 from builder.errors import BlueprintError
 from builder.service.store import BlueprintDoc
 from builder.service.weldr import BLUEPRINTS_ERROR, WeldrError, check_name, check_version
@@ -51,8 +53,12 @@ def _plain(value: Any, where: str) -> Any:
     raise WeldrError(BLUEPRINTS_ERROR, f"{BAD_REQUEST}unsupported value at {where.lstrip('.')}")
 
 
-def decode_blueprint(body: bytes, content_type: str | None) -> BlueprintDoc:
-    """A pushed blueprint body as a document with a valid name and version (WeldrError otherwise)."""
+def decode_blueprint(
+    body: bytes, content_type: str | None, stored: Callable[[str], BlueprintDoc | None] = lambda name: None
+) -> BlueprintDoc:
+    """A pushed blueprint body as a document with a valid name and version (WeldrError otherwise), its
+    plain-text passwords hashed. `stored(name)` is the blueprint stored under that name, whose hash is
+    kept for a password pushed again unchanged (a new salt would show as a change in every diff)."""
     if not content_type:
         raise WeldrError(BLUEPRINTS_ERROR, "missing Content-Type header")
     if not body:
@@ -83,7 +89,61 @@ def decode_blueprint(body: bytes, content_type: str | None) -> BlueprintDoc:
             validate(text, fmt, f"blueprint {name}")
         except BlueprintError as e:
             raise WeldrError(BLUEPRINTS_ERROR, e.message) from None
-    return doc
+    return hash_passwords(doc, stored(name))[0]
+
+
+def _stored_hashes(doc: BlueprintDoc | None) -> dict[str, str]:
+    custom = doc.get("customizations") if doc else None
+    users = custom.get("user") if isinstance(custom, dict) else None
+    hashes: dict[str, str] = {}
+    for user in users if isinstance(users, list) else []:
+        if (
+            isinstance(user, dict)
+            and isinstance(user.get("password"), str)
+            and isinstance(user.get("name"), str)
+        ):
+            hashes[user["name"]] = user["password"]
+    return hashes
+
+
+def _hash(password: str, previous: str | None) -> str:
+    """SHA-512 crypt; the previous hash when it is the same password's (same salt, same result)."""
+    if previous is not None and previous.startswith("$6$") and previous.count("$") >= 3:
+        salt = previous.split("$")[2]
+        if sha512_crypt(password, salt) == previous:
+            return previous
+    return sha512_crypt(password)
+
+
+def hash_passwords(doc: BlueprintDoc, previous: BlueprintDoc | None = None) -> tuple[BlueprintDoc, bool]:
+    """The blueprint with every plain-text user password replaced by its SHA-512 crypt hash, as Image
+    Builder does at push time (so no answer, log, tar or database page ever holds it), and whether
+    anything changed. A user's hash in `previous` is kept when it is this password's."""
+    custom = doc.get("customizations")
+    users = custom.get("user") if isinstance(custom, dict) else None
+    if not isinstance(users, list):
+        return doc, False
+    changed = False
+    hashed_users = []
+    for user in users:
+        password = user.get("password") if isinstance(user, dict) else None
+        if isinstance(password, str) and password and not password.startswith(CRYPTED_PREFIXES):
+            user = {**user, "password": _hash(password, _stored_hashes(previous).get(str(user.get("name"))))}
+            changed = True
+        hashed_users.append(user)
+    if not changed:
+        return doc, False
+    assert isinstance(custom, dict)
+    return {**doc, "customizations": {**custom, "user": hashed_users}}, True
+
+
+LIST_KEYS = ("packages", "modules", "groups")
+
+
+def weldr_view(doc: BlueprintDoc) -> BlueprintDoc:
+    """The blueprint as composer answers it in JSON: the package lists always present (composer-cli
+    reads them), empty here since a container image brings its own packages."""
+    return {**{key: [] for key in LIST_KEYS}, **doc}
 
 
 def encode_toml(doc: BlueprintDoc) -> str:

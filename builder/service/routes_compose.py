@@ -1,14 +1,12 @@
 """The Weldr compose routes (`/api/v{0,1}/compose...`), in composer's shapes.
 
-imgbuild builds from a container image, so a compose request names one: `"container_ref"`, or Image
-Builder's `{"bootc": {"reference": ...}}`, or else the service's `--default-ref`.
+imgbuild builds from a container image; which one a compose builds is decided in compose_request.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import re
 import shutil
 import tarfile
 import time
@@ -17,9 +15,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from builder.service.api import Context, Handler, Request, Response, attachment, json_response
-from builder.service.bpcodec import encode_toml, media_type
+from builder.service.bpcodec import encode_toml, media_type, weldr_view
+from builder.service.compose_request import builder_blueprint, choose_ref, parse_request
 from builder.service.queue import BLUEPRINT_NAME, LOG_NAME, OUTPUT_NAME, compose_dir
 from builder.service.store import Compose, ComposeStatus
+from builder.service.uploads import start_upload
 from builder.service.weldr import (
     BUILD_IN_WRONG_STATE,
     COMPOSE_ERROR,
@@ -29,33 +29,11 @@ from builder.service.weldr import (
     UNKNOWN_BLUEPRINT,
     UNKNOWN_UUID,
     WeldrError,
-    check_name,
     check_uuid,
-    invalid_chars,
 )
 
-# A container reference as skopeo takes it (transport:name, registry/name:tag@digest...): printable, no
-# spaces, and never starting with "-" (it becomes an argument of the builder's command line).
-VALID_REF = re.compile(r"^[A-Za-z0-9][\x21-\x7e]{0,1023}$")
 DEFAULT_LOG_KIB = 1024
 ENDED = (ComposeStatus.FINISHED, ComposeStatus.FAILED)
-
-
-def container_ref(body: dict[str, Any], default: str | None) -> str:
-    ref = body.get("container_ref")
-    bootc = body.get("bootc")
-    if ref is None and isinstance(bootc, dict):
-        ref = bootc.get("reference")
-    if ref is None:
-        ref = default
-    if ref is None:
-        raise WeldrError(
-            COMPOSE_ERROR,
-            'the compose request names no container image: set "container_ref" (or bootc.reference)',
-        )
-    if not isinstance(ref, str) or not VALID_REF.match(ref):
-        raise WeldrError(COMPOSE_ERROR, f"invalid container reference {str(ref)[:100]!r}")
-    return ref
 
 
 def _request_body(req: Request) -> dict[str, Any]:
@@ -71,40 +49,32 @@ def _request_body(req: Request) -> dict[str, Any]:
 
 
 def start(ctx: Context, req: Request) -> Response:
-    body = _request_body(req)
-    name = body.get("blueprint_name")
-    if not isinstance(name, str):
-        raise invalid_chars()
-    check_name(name)
-    compose_type = body.get("compose_type")
-    if compose_type not in COMPOSE_TYPES:
-        raise WeldrError(
-            COMPOSE_ERROR,
-            f"Failed to get compose type {str(compose_type)!r}: the types are {', '.join(COMPOSE_TYPES)}",
-        )
-    size = body.get("size", 0) or 0
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise WeldrError(COMPOSE_ERROR, f"invalid size {size!r}: a number of bytes")
-    ref = container_ref(body, ctx.default_ref)
-    blueprint = ctx.store.committed(name)
+    """Queue a compose. Everything is checked before anything is created: the request (compose_request),
+    the blueprint, the image against the reference policy, an upload."""
+    request = parse_request(_request_body(req))
+    blueprint = ctx.store.committed(request.blueprint_name)
     if blueprint is None:
-        raise WeldrError(UNKNOWN_BLUEPRINT, f"Unknown blueprint name: {name}")
-    warnings = [f"imgbuild ignores the {key!r} option" for key in ("ostree", "upload") if body.get(key)]
+        raise WeldrError(UNKNOWN_BLUEPRINT, f"Unknown blueprint name: {request.blueprint_name}")
+    ref = choose_ref(request, blueprint, ctx.default_ref, ctx.policy)
+    if request.upload is not None:
+        start_upload(request.compose_type, request.upload)
+    compose_type, size, warnings = request.compose_type, request.size, list[str]()
+    upload = request.upload.public() if request.upload is not None else None  # never the credentials
 
     compose_id = str(uuid.uuid4())
     directory = compose_dir(ctx.config.state_dir, compose_id)
     directory.mkdir(parents=True)
     try:
         partial = directory / (BLUEPRINT_NAME + ".partial")
-        partial.write_text(encode_toml(blueprint))
+        partial.write_text(encode_toml(builder_blueprint(blueprint)))
         partial.rename(directory / BLUEPRINT_NAME)
         test = req.param("test")
         if test in ("1", "2"):  # composer's fake composes, for clients' own tests
             status = ComposeStatus.FAILED if test == "1" else ComposeStatus.FINISHED
             reason = "test compose" if test == "1" else None
-            ctx.store.add_compose(compose_id, blueprint, str(compose_type), ref, size, status, reason)
+            ctx.store.add_compose(compose_id, blueprint, compose_type, ref, size, status, reason, upload)
         else:
-            ctx.store.add_compose(compose_id, blueprint, str(compose_type), ref, size)
+            ctx.store.add_compose(compose_id, blueprint, compose_type, ref, size, upload=upload)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)  # no directory without its compose
         raise
@@ -169,7 +139,7 @@ def info(ctx: Context, req: Request) -> Response:
     reply: dict[str, object] = {
         "id": compose.id,
         "config": "",
-        "blueprint": compose.blueprint,
+        "blueprint": weldr_view(compose.blueprint),
         "commit": "",
         "deps": {"packages": []},
         "compose_type": compose.compose_type,

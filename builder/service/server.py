@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import os
+import shutil
 import socket
 import socketserver
 import stat
@@ -28,10 +29,13 @@ from typing import BinaryIO, cast
 
 from builder import __version__
 from builder.errors import ImgbuildError
-from builder.service import routes_blueprints, routes_compose
+from builder.service import routes_blueprints, routes_compose, routes_packages
 from builder.service.api import Context, Handler, Request, Response, json_response
+from builder.service.migrate import migrate_passwords
 from builder.service.queue import ComposeQueue, QueueConfig
-from builder.service.store import Store
+from builder.service.refpolicy import RefPolicy
+from builder.service.statelock import LOCK_NAME, StateLock
+from builder.service.store import STATE_DB, Store
 from builder.service.weldr import (
     BLUEPRINTS_ERROR,
     BUILD_IN_WRONG_STATE,
@@ -53,7 +57,7 @@ DRAIN_LIMIT = (
     64 * 1024 * 1024
 )  # a body above MAX_BODY but below this is read and dropped, not answered mid-way
 API_VERSIONS = ("v0", "v1")
-ROUTES = routes_blueprints.ROUTES + routes_compose.ROUTES
+ROUTES = routes_blueprints.ROUTES + routes_compose.ROUTES + routes_packages.ROUTES
 STATUS = {
     "api": "1",
     "db_supported": True,
@@ -74,6 +78,7 @@ class ServiceConfig:
     token: str | None = None  # required with `listen`
     workers: int = 1
     default_ref: str | None = None
+    allow_refs: tuple[str, ...] = ()  # `--allow-ref` patterns (refpolicy); none: registries only
     builder_command: tuple[str, ...] = (sys.executable, "-m", "builder")
     max_body: int = MAX_BODY
     grace: float = 10.0
@@ -313,15 +318,22 @@ class TCPServer(WeldrServerMixin, socketserver.ThreadingMixIn, socketserver.TCPS
     allow_reuse_address = True
 
 
-def _bind_unix(path: Path, group: str | None) -> UnixServer:
-    gid = -1
-    if group is not None:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            raise ImgbuildError(
-                f"no group named {group!r}", hint="create it or pass another --group"
-            ) from None
+def _group_id(group: str | None) -> int:
+    if group is None:
+        return -1
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ImgbuildError(f"no group named {group!r}", hint="create it or pass another --group") from None
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """`path` and its ancestors that do not exist yet, outermost first (what a start may create)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    return list(reversed(missing))
+
+
+def _bind_unix(path: Path, gid: int) -> UnixServer:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() or path.is_symlink():
         if not stat.S_ISSOCK(path.lstat().st_mode):
@@ -354,30 +366,75 @@ def _bind_tcp(host: str, port: int) -> TCPServer:
 
 
 class Service:
-    """The store, the compose queue and the HTTP servers, started and stopped together."""
+    """The state lock, the store, the compose queue and the HTTP servers, started and stopped together.
+
+    Starting checks everything it can before creating anything, then takes the state directory's lock
+    before it reads or changes the state (statelock). A start that fails removes what it created: the
+    state directory, its files and the socket's directory, when they did not exist before.
+    """
 
     def __init__(self, config: ServiceConfig) -> None:
         if config.listen is not None and not config.token:
             raise ImgbuildError("listening on TCP needs --token-file (every request must carry the token)")
         self.config = config
-        self.store = Store(config.state_dir)
+        self.policy = RefPolicy.from_args(config.allow_refs)
+        if config.default_ref is not None:
+            try:
+                self.policy.check(config.default_ref)
+            except ImgbuildError as e:
+                raise ImgbuildError(
+                    f"--default-ref {config.default_ref!r} is not allowed by the reference policy",
+                    hint="add an --allow-ref pattern that matches it",
+                ) from e
         queue_config = QueueConfig(config.state_dir, config.workers, config.builder_command, config.grace)
-        self.queue = ComposeQueue(self.store, queue_config)
-        self.ctx = Context(self.store, self.queue, queue_config, config.default_ref)
+        self._queue_config = queue_config
         self.servers: list[socketserver.BaseServer] = []
         self._threads: list[threading.Thread] = []
         self._socket_bound = False
+        self._lock = StateLock(config.state_dir)
+        self._store: Store | None = None
+        self._queue: ComposeQueue | None = None
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "the service is not started"
+        return self._store
+
+    @property
+    def queue(self) -> ComposeQueue:
+        assert self._queue is not None, "the service is not started"
+        return self._queue
 
     def start(self) -> Service:
+        gid = _group_id(self.config.group)
+        state = self.config.state_dir
+        created = _missing_parents(state)
+        if self.config.socket_path is not None:
+            created += _missing_parents(self.config.socket_path.parent)
+        state_files = [state / name for name in (LOCK_NAME, STATE_DB, "composes")]
+        new_files = [path for path in state_files if not path.exists()]
+        locked = False
         try:
+            state.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock.acquire()
+            locked = True
+            self._store = Store(state)
+            migrated = migrate_passwords(self._store, state)
+            if migrated:
+                log.warning("hashed the plain-text passwords of %d stored blueprints", migrated)
+            self._queue = ComposeQueue(self._store, self._queue_config)
+            self.ctx = Context(
+                self._store, self._queue, self._queue_config, self.config.default_ref, self.policy
+            )
             if self.config.socket_path is not None:
-                self._add(_bind_unix(self.config.socket_path, self.config.group), None)
+                self._add(_bind_unix(self.config.socket_path, gid), None)
                 self._socket_bound = True
             if self.config.listen is not None:
                 self._add(_bind_tcp(*self.config.listen), self.config.token)
-            self.queue.start()
+            self._queue.start()
         except BaseException:
             self.stop()
+            _remove_created(created, new_files if locked else [])
             raise
         return self
 
@@ -412,8 +469,11 @@ class Service:
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISSOCK(self.config.socket_path.lstat().st_mode):
                     self.config.socket_path.unlink()
-        self.queue.stop()
-        self.store.close_thread_connection()
+        if self._queue is not None:
+            self._queue.stop()
+        if self._store is not None:
+            self._store.close_thread_connection()
+        self._lock.release()
 
     def __enter__(self) -> Service:
         return self.start()
@@ -422,3 +482,18 @@ class Service:
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _remove_created(directories: list[Path], files: list[Path]) -> None:
+    """Undo a failed start: the files it made in an existing state directory, then the directories it
+    made (outermost first in `directories`, so each removal takes its children with it)."""
+    for path in files:
+        for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if candidate.is_dir() and not candidate.is_symlink():
+                shutil.rmtree(candidate, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    candidate.unlink()
+    for path in directories:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)

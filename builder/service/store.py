@@ -13,7 +13,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from builder.service.weldr import next_version
 
 BlueprintDoc = dict[str, Any]  # a blueprint as parsed from TOML/JSON: the service stores it opaquely
 
+STATE_DB = "state.sqlite"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS commits (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -53,7 +54,8 @@ CREATE TABLE IF NOT EXISTS composes (
     pid INTEGER,
     image TEXT,
     runs INTEGER NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    upload TEXT
 );
 CREATE INDEX IF NOT EXISTS composes_by_status ON composes (status, seq);
 """
@@ -145,11 +147,15 @@ def _compose(row: sqlite3.Row) -> Compose:
 class Store:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        self.path = state_dir / "state.sqlite"
+        self.path = state_dir / STATE_DB
         self._local = threading.local()
         # private: blueprints carry password hashes and keys, logs may carry more
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._db().executescript(SCHEMA)
+        db = self._db()
+        db.executescript(SCHEMA)
+        columns = {row["name"] for row in db.execute("PRAGMA table_info(composes)")}
+        if "upload" not in columns:  # a database from before uploads
+            db.execute("ALTER TABLE composes ADD COLUMN upload TEXT")
 
     # -- connections and transactions
 
@@ -162,6 +168,9 @@ class Store:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=60000")
+            # a replaced or deleted row (a blueprint before its passwords were hashed) is overwritten
+            # with zeros, not left readable in a free page of the file
+            db.execute("PRAGMA secure_delete=ON")
             self._local.db = db
         return db
 
@@ -289,6 +298,28 @@ class Store:
                 )
         return True
 
+    def rewrite_blueprints(self, transform: Callable[[BlueprintDoc], BlueprintDoc | None]) -> int:
+        """Replace every stored blueprint (history, workspace, composes) for which `transform` returns a
+        new document, in one transaction; then rewrite the database file, so no page keeps the old text.
+        Returns how many were replaced."""
+        replaced = 0
+        with self.transaction() as db:
+            for table, key in (("commits", "commit_id"), ("workspace", "name"), ("composes", "id")):
+                for row in db.execute(f"SELECT {key}, blueprint FROM {table}").fetchall():
+                    new = transform(json.loads(row["blueprint"]))
+                    if new is not None:
+                        db.execute(
+                            f"UPDATE {table} SET blueprint = ? WHERE {key} = ?",
+                            (json.dumps(new, sort_keys=True), row[key]),
+                        )
+                        replaced += 1
+        if replaced:
+            db = self._db()
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return replaced
+
     # -- composes
 
     def add_compose(
@@ -300,14 +331,17 @@ class Store:
         image_size: int,
         status: ComposeStatus = ComposeStatus.WAITING,
         reason: str | None = None,
+        upload: dict[str, str] | None = None,
     ) -> None:
+        """Record a compose. `upload` is the upload's public part (uploads.AwsUpload.public()): a
+        credential is never stored."""
         now = time.time()
         done = status in (ComposeStatus.FINISHED, ComposeStatus.FAILED)
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO composes (id, blueprint_name, blueprint_version, blueprint, compose_type, "
-                "container_ref, image_size, status, created, started, finished, reason) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "container_ref, image_size, status, created, started, finished, reason, upload) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     compose_id,
                     str(blueprint["name"]),
@@ -321,6 +355,7 @@ class Store:
                     now if done else None,
                     now if done else None,
                     reason,
+                    None if upload is None else json.dumps(upload, sort_keys=True),
                 ),
             )
 

@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.imagebuilds import leaked_resources
-from tests.unit.test_service_support import EXAMPLE_BLUEPRINT, log_tail, running_service
+from tests.unit.test_service_support import EXAMPLE_BLUEPRINT, allowing, log_tail, running_service
 
 if TYPE_CHECKING:
     from builder.example import ExampleImage
 
 
 def test_cancel_a_real_compose_releases_everything(example_x86_64: ExampleImage, builder_tmp: Path) -> None:
-    with running_service(builder_tmp / "state", grace=60) as (_, cli):
+    with running_service(builder_tmp / "state", allow_refs=allowing(example_x86_64.reference), grace=60) as (
+        _,
+        cli,
+    ):
         cli.push(EXAMPLE_BLUEPRINT)
         compose_id = cli.start_ok("example", "raw", example_x86_64.reference)
         deadline = time.monotonic() + 900

@@ -42,21 +42,21 @@ def test_push_start_wait_download(tmp_path: Path) -> None:
         assert shown.headers["Content-Type"] == "text/x-toml"
         assert 'version = "1.0.0"' in shown.body.decode() and 'hostname = "h1"' in shown.body.decode()
 
-        reply = cli.start("demo", "qcow2", "standin:ok", size_mib=2048).json()
+        reply = cli.start("demo", "qcow2", "oci:/standin/ok", size_mib=2048).json()
         assert reply["status"] is True and reply["warnings"] == []
         compose_id = reply["build_id"]
         assert str(uuid.UUID(compose_id)) == compose_id
         assert cli.wait(compose_id) == "FINISHED"
         info = cli.info(compose_id)
         assert info["blueprint"]["name"] == "demo" and info["compose_type"] == "qcow2"
-        assert info["image_size"] == 2048 * 1024 * 1024 and info["container_ref"] == "standin:ok"
+        assert info["image_size"] == 2048 * 1024 * 1024 and info["container_ref"] == "oci:/standin/ok"
 
         image = cli.get(f"/api/v1/compose/image/{compose_id}")
         assert image.status == 200
         assert image.headers["Content-Disposition"] == f"attachment; filename={compose_id}-disk.qcow2"
         assert image.headers["Content-Type"] == "application/x-qemu-disk"
-        assert int(image.headers["Content-Length"]) == len(image.body) == 17000
-        assert image.body.startswith(b"qcow2:standin:ok\n")
+        assert int(image.headers["Content-Length"]) == len(image.body) == 22000
+        assert image.body.startswith(b"qcow2:oci:/standin/ok\n")
         # the builder got the size (in bytes) and the committed blueprint
         log = cli.log(compose_id)
         assert f"--size {2048 * 1024 * 1024}" in log and "--progress=json" in log
@@ -102,8 +102,8 @@ def test_real_builder_failure_is_reported(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("ref", "reason"),
     [
-        ("standin:fail", "the stand-in was asked to fail"),
-        ("standin:escape", "not a file in its output"),
+        ("oci:/standin/fail", "the stand-in was asked to fail"),
+        ("oci:/standin/escape", "not a file in its output"),
     ],
 )
 def test_failures_and_unsafe_results(tmp_path: Path, ref: str, reason: str) -> None:
@@ -117,8 +117,8 @@ def test_failures_and_unsafe_results(tmp_path: Path, ref: str, reason: str) -> N
 def test_cancel_running_and_waiting(tmp_path: Path) -> None:
     with running_service(tmp_path / "state", builder=standin_builder(tmp_path), grace=5) as (_, cli):
         cli.push(blueprint())
-        running = cli.start_ok("demo", "qcow2", "standin:hang")
-        waiting = cli.start_ok("demo", "qcow2", "standin:ok")
+        running = cli.start_ok("demo", "qcow2", "oci:/standin/hang")
+        waiting = cli.start_ok("demo", "qcow2", "oci:/standin/ok")
         assert cli.wait(running, until=("RUNNING",)) == "RUNNING"
         waiting_log = cli.get(f"/api/v1/compose/log/{waiting}")
         assert waiting_log.status == 200 and waiting_log.error_id() == "BuildInWrongState"
@@ -153,7 +153,7 @@ def test_cancel_running_and_waiting(tmp_path: Path) -> None:
 def test_log_follows_a_running_compose(tmp_path: Path) -> None:
     with running_service(tmp_path / "state", builder=standin_builder(tmp_path)) as (_, cli):
         cli.push(blueprint())
-        compose_id = cli.start_ok("demo", "raw", "standin:slow")
+        compose_id = cli.start_ok("demo", "raw", "oci:/standin/slow")
         cli.wait(compose_id, until=("RUNNING", "FINISHED"))
         offset, seen = 0, b""
         while True:
@@ -177,8 +177,8 @@ def test_stop_fails_running_and_keeps_waiting(tmp_path: Path) -> None:
     builder = standin_builder(tmp_path)
     with running_service(state, builder=builder) as (_, cli):
         cli.push(blueprint())
-        running = cli.start_ok("demo", "qcow2", "standin:hang")
-        waiting = [cli.start_ok("demo", "qcow2", "standin:ok") for _ in range(3)]
+        running = cli.start_ok("demo", "qcow2", "oci:/standin/hang")
+        waiting = [cli.start_ok("demo", "qcow2", "oci:/standin/ok") for _ in range(3)]
         cli.wait(running, until=("RUNNING",))
     with running_service(state, builder=builder, workers=2) as (_, cli):
         assert cli.info(running)["queue_status"] == "FAILED"
@@ -192,12 +192,14 @@ def test_stop_fails_running_and_keeps_waiting(tmp_path: Path) -> None:
 
 def test_plain_composer_cli_start_uses_the_default_ref(tmp_path: Path) -> None:
     """`composer-cli compose start NAME qcow2` sends no container: `serve --default-ref` supplies it."""
-    with running_service(tmp_path / "state", builder=standin_builder(tmp_path), default_ref="standin:ok") as (
+    with running_service(
+        tmp_path / "state", builder=standin_builder(tmp_path), default_ref="oci:/standin/ok"
+    ) as (
         _,
         cli,
     ):
         cli.push(blueprint())
         compose_id = cli.start_ok("demo", "qcow2", None)
         assert cli.wait(compose_id) == "FINISHED"
-        assert cli.info(compose_id)["container_ref"] == "standin:ok"
+        assert cli.info(compose_id)["container_ref"] == "oci:/standin/ok"
         assert cli.get(f"/api/v1/compose/image/{compose_id}").status == 200

@@ -91,9 +91,9 @@ def test_workspace_diff_freeze_delete(tmp_path: Path) -> None:
 
         diff = cli.get("/api/v1/blueprints/diff/demo/NEWEST/WORKSPACE").json()["diff"]
         assert {"old": {"Description": "a test"}, "new": {"Description": "changed"}} in diff
-        assert {
-            "old": {"Customizations": {"hostname": "h1"}},
-            "new": {"Customizations": {"hostname": "h2"}},
+        assert {  # one entry per customization, as lorax-composer sends them
+            "old": {"Customizations.hostname": "h1"},
+            "new": {"Customizations.hostname": "h2"},
         } in diff
         frozen = cli.get("/api/v1/blueprints/freeze/demo").json()
         assert frozen["blueprints"][0]["blueprint"]["name"] == "demo" and frozen["errors"] == []

@@ -37,7 +37,7 @@ def test_client_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         out = capsys.readouterr().out
         assert out.index("version 1.0.1 saved") < out.index("version 1.0.0 saved")
 
-        start = ["compose", "start", *sock, "demo", "qcow2", "--ref", "standin:ok", "--size", "4096"]
+        start = ["compose", "start", *sock, "demo", "qcow2", "--ref", "oci:/standin/ok", "--size", "4096"]
         assert main([*start, "--wait", "--poll", "0.1"]) == 0
         out = capsys.readouterr().out
         compose_id = out.split()[1]
@@ -49,7 +49,7 @@ def test_client_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert main(["compose", "image", *sock, compose_id, "--output", str(tmp_path)]) == 0
         image = tmp_path / f"{compose_id}-disk.qcow2"
         assert capsys.readouterr().out.strip() == str(image)
-        assert image.read_bytes().startswith(b"qcow2:standin:ok")
+        assert image.read_bytes().startswith(b"qcow2:oci:/standin/ok")
         assert main(["compose", "cancel", *sock, compose_id]) == 2
         assert "BuildInWrongState" in capsys.readouterr().err
         assert main(["compose", "delete", *sock, compose_id]) == 0
@@ -61,13 +61,20 @@ def test_client_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
             "demo",
             "raw",
             "--ref",
-            "standin:fail",
+            "oci:/standin/fail",
             "--wait",
             "--poll",
             "0.1",
         ]
         assert main(failing) == 1
         assert "the stand-in was asked to fail" in capsys.readouterr().err
+        # without --ref: the blueprint's container_ref, else a Weldr error naming the ways to give one
+        assert main(["compose", "start", *sock, "demo", "raw"]) == 2
+        assert "--default-ref" in capsys.readouterr().err
+        (tmp_path / "named.toml").write_text('container_ref = "oci:/standin/ok"\n' + blueprint("named"))
+        assert main(["blueprints", "push", *sock, str(tmp_path / "named.toml")]) == 0
+        assert main(["compose", "start", *sock, "named", "raw", "--wait", "--poll", "0.1"]) == 0
+        assert "FINISHED" in capsys.readouterr().out
         assert main(["blueprints", "delete", *sock, "other"]) == 0
         assert main(["blueprints", "show", *sock, "other"]) == 2
         assert main(["blueprints", "show", *sock, "../etc"]) == 2
@@ -137,4 +144,36 @@ def test_socket_mode_and_group(tmp_path: Path) -> None:
             )
         ).start()
     assert not (sockdir / "b.socket").exists()
+    sockdir.rmdir()
+
+
+def test_a_blueprint_naming_another_image_than_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bp = tmp_path / "bp.toml"
+    bp.write_text('container_ref = "registry.invalid/os:1"\n' + blueprint())
+    assert main(["plan", "qcow2", "registry.invalid/other:2", "--blueprint", str(bp)]) == 2
+    err = capsys.readouterr().err
+    assert "the blueprint names the image 'registry.invalid/os:1' (container_ref)" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("pattern", ["oci-archive:relative/*", "ftp:/srv/*"])
+def test_serve_refuses_a_bad_policy_before_creating_anything(
+    tmp_path: Path, pattern: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sockdir = Path(short_tempdir())
+    argv = [
+        "serve",
+        "--socket",
+        f"{sockdir}/api.socket",
+        "--state",
+        str(tmp_path / "state"),
+        "--allow-ref",
+        pattern,
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--allow-ref" in err and "Traceback" not in err
+    assert not (tmp_path / "state").exists() and list(sockdir.iterdir()) == []
     sockdir.rmdir()

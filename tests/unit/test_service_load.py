@@ -72,7 +72,8 @@ import signal, sys, threading
 from pathlib import Path
 from builder.service.server import Service, ServiceConfig
 config = ServiceConfig(state_dir=Path(sys.argv[1]), socket_path=Path(sys.argv[2]),
-                       builder_command=tuple(sys.argv[3:]), workers=1, grace=2.0)
+                       builder_command=tuple(sys.argv[3:]), workers=1, grace=2.0,
+                       allow_refs=("oci:/standin/*",))
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *args: stop.set())
 with Service(config):
@@ -98,8 +99,8 @@ def test_a_killed_service_fails_the_running_compose_and_stops_its_builder(tmp_pa
     with run.spawn(argv, env=env, stderr=run.DEVNULL, check=False) as first:
         assert first.stdout is not None and first.stdout.readline() == b"ready\n"
         cli.push(blueprint())
-        hung = cli.start_ok("demo", "qcow2", "standin:hang")
-        queued = [cli.start_ok("demo", "raw", "standin:ok") for _ in range(2)]
+        hung = cli.start_ok("demo", "qcow2", "oci:/standin/hang")
+        queued = [cli.start_ok("demo", "raw", "oci:/standin/ok") for _ in range(2)]
         cli.wait(hung, until=("RUNNING",))
         deadline = time.monotonic() + 30
         while "started pid=" not in cli.log(hung):

@@ -21,6 +21,9 @@ from builder.service.server import Service, ServiceConfig
 
 REAL_BUILDER = (sys.executable, "-m", "builder")
 MISSING_IMAGE_REF = "oci-archive:/nonexistent/missing-image.ociarchive"
+# The stand-in builder's references (oci:/standin/ok, .../fail, .../hang...) and the missing image: the
+# policy of the test services (the real builds add the example image's directory).
+TEST_ALLOWED_REFS = ("oci:/standin/*", "oci-archive:/nonexistent/*")
 
 STANDIN_BUILDER = r"""
 import hashlib, json, os, signal, sys, time
@@ -38,18 +41,18 @@ def on_term(signum, frame):
     sys.exit(143)
 signal.signal(signal.SIGTERM, on_term)
 event(event="message", text=f"started pid={os.getpid()} blueprint={open(blueprint).read().count('name')}")
-if ref == "standin:hang":
+if ref == "oci:/standin/hang":
     time.sleep(120)
-if ref == "standin:slow":
+if ref == "oci:/standin/slow":
     for n in range(10):
         event(event="message", text=f"step {n}")
         time.sleep(0.1)
-if ref == "standin:fail":
+if ref == "oci:/standin/fail":
     event(event="build-end", status="failed", error="the stand-in was asked to fail")
     sys.exit(1)
-name = "../../escape" if ref == "standin:escape" else f"disk.{fmt}"
+name = "../../escape" if ref == "oci:/standin/escape" else f"disk.{fmt}"
 data = (fmt + ":" + ref + "\n").encode() * 1000
-if ref != "standin:escape":
+if ref != "oci:/standin/escape":
     with open(os.path.join(output, name), "wb") as f:
         f.write(data)
 record = {"path": name, "format": fmt, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -158,6 +161,12 @@ class ComposerCli:
         return self.get(f"/api/v1/compose/log/{compose_id}?size=1024").body.decode()
 
 
+def allowing(reference: str) -> tuple[str, ...]:
+    """The test services' policy plus the directory of a local image (`oci-archive:/DIR/FILE`)."""
+    transport, _, path = reference.partition(":")
+    return (*TEST_ALLOWED_REFS, f"{transport}:{Path(path).parent}/*")
+
+
 def short_tempdir() -> str:
     """A directory for a Unix socket: pytest's tmp_path can exceed the 108-byte sun_path limit."""
     return tempfile.mkdtemp(prefix="imgbuild-svc-", dir="/tmp")
@@ -179,9 +188,10 @@ def running_service(
     grace: float = 3.0,
     max_body: int = 4 * 1024 * 1024,
     default_ref: str | None = None,
+    allow_refs: tuple[str, ...] = TEST_ALLOWED_REFS,
 ) -> Iterator[tuple[Service, ComposerCli]]:
     """A service on a Unix socket in a temporary directory (and 127.0.0.1 when `token` is given),
-    always stopped and its socket removed."""
+    always stopped and its socket removed. `allow_refs`: its reference policy (serve --allow-ref)."""
     import shutil
 
     sockdir = Path(short_tempdir())
@@ -195,6 +205,7 @@ def running_service(
         grace=grace,
         max_body=max_body,
         default_ref=default_ref,
+        allow_refs=allow_refs,
     )
     try:
         with Service(config) as service:

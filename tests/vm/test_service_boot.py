@@ -1,6 +1,7 @@
-"""Blueprint submission end to end: a client speaking exactly as composer-cli does pushes a blueprint,
-starts a qcow2 compose of the example image, waits, downloads the image, which boots to the self-test
-marker."""
+"""Blueprint submission end to end: a client speaking exactly as composer-cli does pushes a blueprint (with
+a plain-text password), starts a qcow2 compose of the example image as `compose start-ostree --url REF`
+does, waits, downloads the image, which boots to the self-test marker; the password is in no answer, tar
+or state file."""
 
 from __future__ import annotations
 
@@ -11,16 +12,27 @@ from typing import TYPE_CHECKING
 from builder import run
 from builder.example import SELFTEST_MARKER
 from tests.imagebuilds import imgbuild, leaked_resources, sha256_file
-from tests.unit.test_service_support import EXAMPLE_BLUEPRINT, log_tail, running_service
+from tests.unit.composer_cli import Commands
+from tests.unit.test_service_support import EXAMPLE_BLUEPRINT, allowing, log_tail, running_service
+
+SECRET = "plain-Text-Secret-4711"
+PASSWORD_USER = f"""
+[[customizations.user]]
+name = "alice"
+password = "{SECRET}"
+"""
 
 if TYPE_CHECKING:
     from builder.example import ExampleImage
 
 
 def test_compose_of_the_example_image(example_x86_64: ExampleImage, builder_tmp: Path) -> None:
-    with running_service(builder_tmp / "state") as (_, cli):
-        assert cli.push(EXAMPLE_BLUEPRINT).json() == {"status": True}
-        compose_id = cli.start_ok("example", "qcow2", example_x86_64.reference)
+    with running_service(builder_tmp / "state", allow_refs=allowing(example_x86_64.reference)) as (_, cli):
+        commands = Commands(cli)
+        assert commands.push(EXAMPLE_BLUEPRINT + PASSWORD_USER) == {"status": True}
+        started = commands.start_ostree("example", "qcow2", url=example_x86_64.reference)
+        assert started["status"] is True, started
+        compose_id = started["build_id"]
         status = cli.wait(compose_id, timeout=1800)
         assert status == "FINISHED", log_tail(cli, compose_id)
 
@@ -42,6 +54,13 @@ def test_compose_of_the_example_image(example_x86_64: ExampleImage, builder_tmp:
         assert info["format"] == "qcow2"
         run.run(["qemu-img", "check", download])
         assert '"event": "build-end"' in cli.log(compose_id)
+        results = commands.download("results", compose_id).body
+        assert f"{compose_id}-".encode() in results and SECRET.encode() not in results
+        for what in ("metadata", "logs"):
+            assert SECRET.encode() not in commands.download(what, compose_id).body
+        for path in (builder_tmp / "state").rglob("*"):
+            if path.is_file() and path.stat().st_size < 64 * 1024 * 1024:  # the results tar holds the image
+                assert SECRET.encode() not in path.read_bytes(), path
     assert leaked_resources(builder_tmp) == []
     out = imgbuild(
         ["boot", download, "--firmware", "uefi", "--append", "imgbuild.selftest=1", "--timeout", "600"]

@@ -23,7 +23,10 @@ import boto3
 from builder import run
 from builder.disk.esp import MTOOLS_ENV
 
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIAIMGBUILDTESTKEY1", "AWS_SECRET_ACCESS_KEY": "imgbuild-test-secret"}
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIAIMGBUILDTESTKEY1",
+    "AWS_SECRET_ACCESS_KEY": "imgbuild-test-secret",
+}
 REGION = "eu-west-1"
 MiB = 1 << 20
 
@@ -59,7 +62,11 @@ def moto_server(**env: str) -> Iterator[MotoServer]:
     port = free_port()
     server = Path(sys.executable).parent / "moto_server"
     with run.spawn(
-        [server, "-H", "127.0.0.1", "-p", str(port)], env=env, check=False, stdout=run.DEVNULL, stderr=run.DEVNULL
+        [server, "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        check=False,
+        stdout=run.DEVNULL,
+        stderr=run.DEVNULL,
     ) as proc:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -115,13 +122,19 @@ def make_disk(
     """
     with path.open("wb") as f:
         f.truncate(size)
-    root_type = {"x86_64": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", "aarch64": "B921B045-1DF0-41C3-AF44-4C6F280D3FAE"}
+    root_type = {
+        "x86_64": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
+        "aarch64": "B921B045-1DF0-41C3-AF44-4C6F280D3FAE",
+    }
     argv = ["sgdisk", "-Z"]
     if bios:
         argv += ["-n", "1:2048:+1M", "-t", "1:EF02"]
     argv += ["-n", "2:0:+33M", "-t", "2:EF00", "-n", "3:0:0", "-t", f"3:{root_type[arch]}", path]
     run.run(argv)
-    parts = {p["node"][-1]: p for p in json.loads(run.run(["sfdisk", "--json", path]).out)["partitiontable"]["partitions"]}
+    parts = {
+        p["node"][-1]: p
+        for p in json.loads(run.run(["sfdisk", "--json", path]).out)["partitiontable"]["partitions"]
+    }
     esp_offset = int(parts["2"]["start"]) * 512
     data_offset = int(parts["3"]["start"]) * 512
     esp = path.with_name(path.name + ".esp")
@@ -167,7 +180,9 @@ def snapshot_blocks(ebs: Any, snapshot_id: str) -> dict[int, bytes]:
     while True:
         page = ebs.list_snapshot_blocks(**params)
         for b in page["Blocks"]:
-            got = ebs.get_snapshot_block(SnapshotId=snapshot_id, BlockIndex=b["BlockIndex"], BlockToken=b["BlockToken"])
+            got = ebs.get_snapshot_block(
+                SnapshotId=snapshot_id, BlockIndex=b["BlockIndex"], BlockToken=b["BlockToken"]
+            )
             blocks[int(b["BlockIndex"])] = got["BlockData"].read()
         if not page.get("NextToken"):
             return blocks

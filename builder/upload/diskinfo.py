@@ -123,7 +123,7 @@ def inspect(raw: Path, *, named: Path | None = None) -> DiskInfo:
     roots = {ROOT_TYPES[t] for p in parts if (t := p.get("type", "").upper()) in ROOT_TYPES}
     arch = _arch_from_result(named or raw)
     if arch is None:
-        known = loaders or roots or ({Arch.X86_64} if bios else set())
+        known = set(loaders or roots or ({Arch.X86_64} if bios else set()))
         if len(known) != 1:
             raise UploadError(
                 f"cannot tell the architecture of {named or raw} from its partitions and ESP",

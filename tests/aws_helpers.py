@@ -6,10 +6,12 @@ start it as a separate process and point boto3 at it through AWS_ENDPOINT_URL, a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -187,3 +189,57 @@ def snapshot_blocks(ebs: Any, snapshot_id: str) -> dict[int, bytes]:
         if not page.get("NextToken"):
             return blocks
         params["NextToken"] = page["NextToken"]
+
+
+class CuttableProxy:
+    """A TCP proxy on loopback that can be cut: every connection is closed and new ones are refused.
+
+    Put in front of one service's endpoint (AWS_ENDPOINT_URL_EBS) it is the network dying under the block
+    uploads while the other endpoints stay reachable for the cleanup.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._cut = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                if self._cut:
+                    client.close()
+                    continue
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+                self._sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass  # the other direction or cut() closed the sockets
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):  # already closed
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+            self.listener.close()
+            for s in self._sockets:
+                with contextlib.suppress(OSError):  # already closed
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()

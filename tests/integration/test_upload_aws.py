@@ -8,15 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import pytest
 
 from builder import run
+from builder.errors import UploadError
 from builder.example import ExampleImage
 from builder.progress import Progress, ProgressMode
 from builder.upload.aws import upload_disk
 from builder.upload.session import make_clients
 from builder.upload.settings import AwsSettings
-from tests.aws_helpers import MiB, REGION, MotoServer, make_disk, moto_server, nonzero_blocks, snapshot_blocks
+from tests.aws_helpers import REGION, MiB, MotoServer, make_disk, moto_server, nonzero_blocks, snapshot_blocks
 from tests.imagebuilds import imgbuild
 
 SHARE = "111122223333"
@@ -97,9 +99,8 @@ def test_existing_name_is_refused_unless_replace(moto: MotoServer, tmp_path: Pat
     refused = _upload(moto, disk, "imgbuild-test-replace", check=False)
     assert refused.returncode == 2
     lines = refused.stderr.decode().strip().splitlines()
-    assert lines[0] == (
-        f"imgbuild: error: an AMI named 'imgbuild-test-replace' already exists in {REGION} ({first['image_id']})"
-    )
+    name, image = "'imgbuild-test-replace'", first["image_id"]
+    assert lines[0] == f"imgbuild: error: an AMI named {name} already exists in {REGION} ({image})"
     assert lines[1].startswith("hint:") and "--aws-replace" in lines[1] and len(lines) == 2
     # moto's RegisterImage ignores the block device mapping and makes a snapshot of its own, which the
     # image then names: --aws-replace deletes the snapshots the old image names, whatever they are.
@@ -166,6 +167,28 @@ def test_register_request_sent(
     # The first RegisterImage is the preflight's DryRun; the second registers the AMI.
     assert sent[0]["DryRun"] is True
     assert sent[1:] == [expected]
+
+
+def test_failed_registration_deletes_the_snapshot(aws_env: MotoServer, tmp_path: Path) -> None:
+    """RegisterImage's connection fails after the snapshot is complete: the snapshot is deleted again."""
+    disk = make_disk(tmp_path / "disk.raw", data=os.urandom(MiB))
+    settings = AwsSettings(region=REGION, ami_name="imgbuild-register-fails")
+    clients = make_clients(settings)
+
+    def cut(request: Any, **_: Any) -> None:
+        body = request.body or ""
+        if "DryRun=true" not in (body.decode() if isinstance(body, bytes) else body):
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url=request.url)
+
+    clients.ec2.meta.events.register("before-send.ec2.RegisterImage", cut)
+    ec2 = aws_env.client("ec2")
+    before = {s["SnapshotId"] for s in ec2.describe_snapshots()["Snapshots"]}
+    with pytest.raises(UploadError, match=r"^cannot reach AWS for ec2:RegisterImage"):
+        upload_disk(disk.path, settings, Progress(ProgressMode.PLAIN), clients=clients)
+    assert {s["SnapshotId"] for s in ec2.describe_snapshots()["Snapshots"]} == before
+    assert not ec2.describe_images(
+        Owners=["self"], Filters=[{"Name": "name", "Values": [settings.ami_name]}]
+    )["Images"]
 
 
 def test_ami_builds_and_uploads_the_example(

@@ -128,7 +128,7 @@ def make_disk(
         "x86_64": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
         "aarch64": "B921B045-1DF0-41C3-AF44-4C6F280D3FAE",
     }
-    argv = ["sgdisk", "-Z"]
+    argv: list[str | os.PathLike[str]] = ["sgdisk", "-Z"]
     if bios:
         argv += ["-n", "1:2048:+1M", "-t", "1:EF02"]
     argv += ["-n", "2:0:+33M", "-t", "2:EF00", "-n", "3:0:0", "-t", f"3:{root_type[arch]}", path]

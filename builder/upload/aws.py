@@ -78,7 +78,10 @@ def upload_disk(
         meter = Meter(progress, "upload", info.size)
         if checked.method is Method.S3:
             assert settings.bucket is not None, "preflight picks S3 only with a bucket"
-            snapshot_id, sent = _via_s3(clients, info, settings, meter, created, progress)
+            imported = s3import.upload(
+                clients, info, settings.bucket, settings.tags, meter, created, progress
+            )
+            snapshot_id, sent = imported.snapshot_id, imported.bytes_sent
         else:
             done = ebs.upload(clients, info, settings.tags, settings.workers, meter, created)
             snapshot_id, sent = done.snapshot_id, done.bytes_sent
@@ -105,11 +108,3 @@ def upload_disk(
         bytes_sent=sent,
         seconds=round(time.monotonic() - started, 3),
     )
-
-
-def _via_s3(
-    clients: Clients, info: Any, settings: AwsSettings, meter: Meter, created: Created, progress: Progress
-) -> tuple[str, int]:
-    assert settings.bucket is not None
-    done = s3import.upload(clients, info, settings.bucket, settings.tags, meter, created, progress)
-    return done.snapshot_id, done.bytes_sent

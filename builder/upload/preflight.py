@@ -69,12 +69,11 @@ def _probe_ebs(clients: Clients, progress: Progress) -> bool:
             ClientToken=str(uuid.uuid4()),
         )["SnapshotId"]
     except botocore.exceptions.ClientError as e:
-        if error_code(e) in DENIED_CODES or error_code(e) in {"UnsupportedOperation", "ValidationException"}:
+        if error_code(e) in DENIED_CODES or error_code(e) == "UnsupportedOperation":
             return False
         raise explain(e, "ebs:StartSnapshot") from e
     except Exception as e:
         raise explain(e, "ebs:StartSnapshot") from e
-    denied: Exception | None = None
     try:
         clients.ebs.put_snapshot_block(
             SnapshotId=snapshot,
@@ -85,16 +84,15 @@ def _probe_ebs(clients: Clients, progress: Progress) -> bool:
             ChecksumAlgorithm="SHA256",
         )
     except Exception as e:
-        denied = e
-    try:
-        clients.ec2.delete_snapshot(SnapshotId=snapshot)
-    except Exception as e:
-        progress.message(
-            f"could not delete the preflight snapshot {snapshot} "
-            f"({explain(e, 'ec2:DeleteSnapshot').message}); AWS cancels it after 10 minutes"
-        )
-    if denied is not None:
-        raise explain(denied, "ebs:PutSnapshotBlock") from denied
+        raise explain(e, "ebs:PutSnapshotBlock") from e
+    finally:  # also on Ctrl-C
+        try:
+            clients.ec2.delete_snapshot(SnapshotId=snapshot)
+        except Exception as e:
+            progress.message(
+                f"could not delete the preflight snapshot {snapshot} "
+                f"({explain(e, 'ec2:DeleteSnapshot').message}); AWS cancels it after 10 minutes"
+            )
     return True
 
 

@@ -8,6 +8,7 @@ Error messages carry AWS's error code and message, never a key.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,11 @@ class Clients:
 
 
 def make_clients(settings: AwsSettings) -> Clients:
+    # botocore's debug log prints request headers, session tokens among them: never below INFO, even
+    # with --debug.
+    for name in ("boto3", "botocore", "urllib3", "s3transfer"):
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.INFO))
     try:
         session = boto3.Session(profile_name=settings.profile, region_name=settings.region)
     except botocore.exceptions.ProfileNotFound as e:
@@ -63,7 +69,7 @@ def make_clients(settings: AwsSettings) -> Clients:
     )
 
     def client(name: str) -> Any:
-        return session.client(name, config=config)  # type: ignore[call-overload]
+        return session.client(name, config=config)
 
     return Clients(client("ec2"), client("ebs"), client("s3"), client("sts"), settings.region)
 

@@ -18,7 +18,16 @@ from builder.progress import Progress, ProgressMode
 from builder.upload.aws import upload_disk
 from builder.upload.session import make_clients
 from builder.upload.settings import AwsSettings
-from tests.aws_helpers import REGION, MiB, MotoServer, make_disk, moto_server, nonzero_blocks, snapshot_blocks
+from tests.aws_helpers import (
+    FAKE_CREDENTIALS,
+    REGION,
+    MiB,
+    MotoServer,
+    make_disk,
+    moto_server,
+    nonzero_blocks,
+    snapshot_blocks,
+)
 from tests.imagebuilds import imgbuild
 
 SHARE = "111122223333"
@@ -42,7 +51,7 @@ def _events(stdout: str) -> list[dict[str, Any]]:
 
 
 def _upload(moto: MotoServer, disk: Path, name: str, *extra: str, check: bool = True) -> run.Completed:
-    args = [
+    args: list[str | os.PathLike[str]] = [
         "upload",
         "aws",
         disk,
@@ -91,6 +100,17 @@ def test_upload_sends_the_nonzero_blocks_and_registers_a_tagged_shared_ami(
     launch = ec2.describe_image_attribute(ImageId=record["image_id"], Attribute="launchPermission")
     assert launch["LaunchPermissions"] == [{"UserId": SHARE}]
     assert "AKIA" not in done.out + done.stderr.decode() and "secret" not in done.out + done.stderr.decode()
+
+
+def test_debug_log_holds_no_secret(moto: MotoServer, tmp_path: Path) -> None:
+    disk = make_disk(tmp_path / "disk.raw", data=b"debug" * 1000).path
+    token = "imgbuild-session-token-value"
+    args = ["--debug", "upload", "aws", disk, "--aws-region", REGION, "--aws-ami-name", "imgbuild-debug"]
+    done = imgbuild(args, env=moto.env(AWS_SESSION_TOKEN=token))
+    output = done.out + done.stderr.decode()
+    assert "DEBUG" in output  # imgbuild's own debug log is on
+    for secret in (FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"], token, "Authorization"):
+        assert secret not in output
 
 
 def test_existing_name_is_refused_unless_replace(moto: MotoServer, tmp_path: Path) -> None:
@@ -195,7 +215,7 @@ def test_ami_builds_and_uploads_the_example(
     moto: MotoServer, example_x86_64: ExampleImage, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    args = [
+    args: list[str | os.PathLike[str]] = [
         "ami", example_x86_64.reference, "--output", out, "--progress", "plain",
         "--aws-region", REGION, "--aws-ami-name", "imgbuild-example", "--aws-tag", "os=example",
     ]  # fmt: skip

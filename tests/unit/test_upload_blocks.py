@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from builder.upload import blocks
 from builder.upload.blocks import (
     BLOCK_SIZE,
     block_indexes,
@@ -45,7 +44,7 @@ def test_holes_are_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         reads.append(offset // BLOCK_SIZE)
         return real_pread(fd, n, offset)
 
-    monkeypatch.setattr(blocks.os, "pread", counting_pread)
+    monkeypatch.setattr(os, "pread", counting_pread)
     fd = os.open(disk, os.O_RDONLY)
     try:
         found = [b.index for b in read_blocks(fd, TiB)]

@@ -105,7 +105,16 @@ def test_upload_sends_the_nonzero_blocks_and_registers_a_tagged_shared_ami(
 def test_debug_log_holds_no_secret(moto: MotoServer, tmp_path: Path) -> None:
     disk = make_disk(tmp_path / "disk.raw", data=b"debug" * 1000).path
     token = "imgbuild-session-token-value"
-    args = ["--debug", "upload", "aws", disk, "--aws-region", REGION, "--aws-ami-name", "imgbuild-debug"]
+    args: list[str | os.PathLike[str]] = [
+        "--debug",
+        "upload",
+        "aws",
+        disk,
+        "--aws-region",
+        REGION,
+        "--aws-ami-name",
+        "imgbuild-debug",
+    ]
     done = imgbuild(args, env=moto.env(AWS_SESSION_TOKEN=token))
     output = done.out + done.stderr.decode()
     assert "DEBUG" in output  # imgbuild's own debug log is on

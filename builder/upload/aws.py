@@ -15,7 +15,7 @@ from typing import Any
 from builder.errors import UploadError
 from builder.progress import Progress
 from builder.upload import ebs, register, s3import
-from builder.upload.created import Created, removed_on_failure
+from builder.upload.created import Created, removed_on_failure, sigterm_raises
 from builder.upload.diskinfo import inspect, raw_disk
 from builder.upload.meter import Meter
 from builder.upload.preflight import Checked, Method, preflight
@@ -73,7 +73,7 @@ def upload_disk(
     if clients is None or checked is None:
         clients, checked = check(settings, progress, clients)
     created = Created()
-    with raw_disk(disk) as raw, removed_on_failure(clients, created, progress):
+    with sigterm_raises(), raw_disk(disk) as raw, removed_on_failure(clients, created, progress):
         info = inspect(raw, named=disk)
         meter = Meter(progress, "upload", info.size)
         if checked.method is Method.S3:

@@ -7,10 +7,12 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 from builder.errors import ImgbuildError, UploadError
 from builder.progress import Progress
+from builder.runner import Terminated
 from builder.upload.session import Clients, explain
 
 log = logging.getLogger(__name__)
@@ -75,17 +77,39 @@ class Created:
         return failures
 
 
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()  # only it can change signal handlers
+
+
 @contextmanager
-def _sigint_held() -> Iterator[None]:
-    """A second Ctrl-C must not cut the cleanup short (only the main thread can change signal handlers)."""
-    if threading.current_thread() is not threading.main_thread():
+def _signals_held() -> Iterator[None]:
+    """A second Ctrl-C or a SIGTERM must not cut the cleanup short."""
+    if not _main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM during an upload unwinds like Ctrl-C (Terminated is a KeyboardInterrupt), so it cleans up."""
+    if not _main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -98,7 +122,7 @@ def removed_on_failure(clients: Clients, created: Created, progress: Progress) -
     try:
         yield
     except BaseException as error:
-        with _sigint_held():
+        with _signals_held():
             failures = created.remove(clients)
         if not failures:
             raise

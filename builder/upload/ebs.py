@@ -9,6 +9,7 @@ the partial snapshot.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
@@ -21,6 +22,8 @@ from builder.upload.created import Created
 from builder.upload.diskinfo import DiskInfo
 from builder.upload.meter import Meter
 from builder.upload.session import Clients, explain
+
+log = logging.getLogger(__name__)
 
 GiB = 1 << 30
 # StartSnapshot's Timeout (minutes): AWS cancels a snapshot that gets no block or no completion for this
@@ -96,11 +99,15 @@ def _put_blocks(
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     _collect(done, checksums)
             except BaseException:
-                # Stop the threads before the caller deletes the snapshot; the pool waits for the requests
-                # already on the wire, and their errors (if any) would only repeat the first.
+                # Stop the threads before the caller deletes the snapshot: no new request starts, and the
+                # requests already on the wire are waited for. Their errors follow the first one, which
+                # is raised; they are logged (-v), not lost.
                 putter.stop.set()
                 for future in pending:
                     future.cancel()
+                for future in wait(pending).done:
+                    if not future.cancelled() and future.exception() is not None:
+                        log.info("another block upload failed too: %s", future.exception())
                 raise
     finally:
         os.close(fd)

@@ -141,11 +141,13 @@ def _big_disk(tmp_path: Path) -> Path:
     return make_disk(tmp_path / "disk.raw", size=256 * MiB, data=b"imgbuild" * (24 * MiB)).path
 
 
-def test_sigint_during_the_upload(moto: MotoServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_the_upload(moto: MotoServer, tmp_path: Path, signum: int) -> None:
+    """Ctrl-C (and SIGTERM, handled alike) while blocks are being put: exit 130, nothing left."""
     disk = _big_disk(tmp_path)
     before = _state(moto)
     with _upload_with_blocks_flowing(moto.env(), disk, "imgbuild-sigint") as proc:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         done = _finish(proc)
     assert done.returncode == 130
     assert done.stderr.decode().strip().splitlines() == ["imgbuild: interrupted"]

@@ -97,7 +97,13 @@ def _probe_ebs(clients: Clients, progress: Progress) -> bool:
 
 
 def _check_s3(clients: Clients, bucket: str) -> None:
-    _call(f"s3:HeadBucket of {bucket}", clients.s3.head_bucket, Bucket=bucket)
+    try:
+        clients.s3.head_bucket(Bucket=bucket)
+    except Exception as e:
+        error = explain(e, f"s3:HeadBucket of {bucket}")
+        if error_code(e) in ("404", "NoSuchBucket"):
+            error.hint = f"create the bucket in {clients.region}, or check --aws-bucket"
+        raise error from e
     key = f"imgbuild-preflight-{uuid.uuid4()}"
     upload = _call("s3:CreateMultipartUpload", clients.s3.create_multipart_upload, Bucket=bucket, Key=key)
     _call(

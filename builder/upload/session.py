@@ -15,6 +15,7 @@ from typing import Any
 
 import boto3
 import botocore.exceptions
+import botocore.parsers
 from botocore.config import Config
 
 from builder.errors import UploadError
@@ -111,12 +112,28 @@ def explain(error: Exception, action: str) -> UploadError:
             return UploadError(f"AWS rejected the credentials ({action}: {code})", hint=CREDENTIALS_HINT)
         if code in DENIED_CODES:
             return UploadError(f"AWS denied {action}: {message or code}", hint=PERMISSIONS_HINT)
-        return UploadError(f"{action} failed: {code}: {message}".rstrip(": "))
+        detail = f"{code}: {message}".rstrip(": ")
+        return UploadError(
+            f"{action} failed: {detail if len(detail) <= 300 else detail[:297] + '...'}",
+            hint="the message is AWS's own; --debug shows where imgbuild was",
+        )
     if isinstance(error, botocore.exceptions.ConnectionError | botocore.exceptions.HTTPClientError):
         return UploadError(
-            f"cannot reach AWS for {action}: {error}",
+            f"cannot reach AWS for {action}: {_one_line(error)}",
             hint="check the network, --aws-region and AWS_ENDPOINT_URL*",
         )
+    if isinstance(error, botocore.parsers.ResponseParserError):
+        # An endpoint that answers with something other than the API (an HTML error page, a proxy).
+        return UploadError(
+            f"{action} failed: the endpoint's answer is not an AWS API response",
+            hint="the endpoint may not implement this call (test servers lack ImportSnapshot: drop "
+            "--aws-bucket to use the EBS direct APIs); --debug shows the answer",
+        )
     if isinstance(error, botocore.exceptions.BotoCoreError):
-        return UploadError(f"{action} failed: {error}")
+        return UploadError(f"{action} failed: {_one_line(error)}", hint="--debug shows where imgbuild was")
     raise error
+
+
+def _one_line(error: Exception, limit: int = 300) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -116,6 +116,20 @@ def test_denied_registration_is_found_before_the_upload(iam_moto: IamMoto, tmp_p
     assert _state(iam_moto) == before
 
 
+def test_missing_bucket_and_missing_import_snapshot(moto: MotoServer, tmp_path: Path) -> None:
+    """--aws-bucket: the bucket is checked first; then ImportSnapshot, which moto lacks (an HTML 500 page)."""
+    disk = make_disk(tmp_path / "disk.raw", data=b"data" * 100).path
+    before = _state(moto)
+    args = [*_upload_args(disk, "imgbuild-bucket"), "--aws-bucket", "no-such-bucket"]
+    _one_error(imgbuild(args, env=moto.env(), check=False), "s3:HeadBucket of no-such-bucket failed: 404")
+    moto.client("s3").create_bucket(Bucket="images", CreateBucketConfiguration={"LocationConstraint": REGION})
+    args[-1] = "images"
+    done = imgbuild(args, env=moto.env(), check=False)
+    _one_error(done, "ec2:ImportSnapshot failed: the endpoint's answer is not an AWS API response")
+    assert _state(moto) == before
+    assert not moto.client("s3").list_multipart_uploads(Bucket="images").get("Uploads")
+
+
 @contextmanager
 def _upload_with_blocks_flowing(env: dict[str, str], disk: Path, name: str) -> Iterator[Any]:
     """Start `imgbuild upload aws` and yield the process once its progress reports bytes sent."""

@@ -64,7 +64,7 @@ def _upload_part(
     return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum}
 
 
-def _multipart(
+def multipart_upload(
     clients: Clients, bucket: str, key: str, disk: DiskInfo, meter: Meter, created: Created
 ) -> None:
     started = clients.s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")
@@ -140,7 +140,7 @@ def upload(
 ) -> S3Import:
     key = f"imgbuild/{uuid.uuid4()}.raw"
     try:
-        _multipart(clients, bucket, key, disk, meter, created)
+        multipart_upload(clients, bucket, key, disk, meter, created)
     except UploadError:
         raise
     except Exception as e:

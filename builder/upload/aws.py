@@ -16,7 +16,7 @@ from builder.errors import UploadError
 from builder.progress import Progress
 from builder.upload import ebs, register, s3import
 from builder.upload.created import Created, removed_on_failure, sigterm_raises
-from builder.upload.diskinfo import inspect, raw_disk
+from builder.upload.diskinfo import DiskInfo, inspect, raw_disk
 from builder.upload.meter import Meter
 from builder.upload.preflight import Checked, Method, preflight
 from builder.upload.session import Clients, make_clients
@@ -70,10 +70,34 @@ def upload_disk(
     if not disk.is_file():
         raise UploadError(f"{disk} is not a disk image file", hint="give the path of a built .raw or .qcow2")
     started = time.monotonic()
-    if clients is None or checked is None:
-        clients, checked = check(settings, progress, clients)
+    with sigterm_raises():
+        if clients is None or checked is None:
+            clients, checked = check(settings, progress, clients)
+        info, snapshot_id, image_id, sent = _upload(disk, settings, progress, clients, checked)
+    return AwsResult(
+        cloud="aws",
+        region=settings.region,
+        account=checked.account,
+        image_id=image_id,
+        snapshot_id=snapshot_id,
+        name=settings.ami_name,
+        method=checked.method.value,
+        arch=info.arch.value,
+        boot_mode=info.boot_mode.value,
+        shared_with=settings.share_with,
+        tags=dict(settings.tags),
+        disk_size=info.size,
+        bytes_sent=sent,
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _upload(
+    disk: Path, settings: AwsSettings, progress: Progress, clients: Clients, checked: Checked
+) -> tuple[DiskInfo, str, str, int]:
+    """Upload, retire the replaced AMIs, register, tag, share: (disk, snapshot id, image id, bytes sent)."""
     created = Created()
-    with sigterm_raises(), raw_disk(disk) as raw, removed_on_failure(clients, created, progress):
+    with raw_disk(disk) as raw, removed_on_failure(clients, created, progress):
         info = inspect(raw, named=disk)
         meter = Meter(progress, "upload", info.size)
         if checked.method is Method.S3:
@@ -92,19 +116,4 @@ def upload_disk(
         created.image_id = image_id
         register.tag(clients, [image_id, snapshot_id], settings.tags)
         register.share(clients, image_id, settings.share_with)
-    return AwsResult(
-        cloud="aws",
-        region=settings.region,
-        account=checked.account,
-        image_id=image_id,
-        snapshot_id=snapshot_id,
-        name=settings.ami_name,
-        method=checked.method.value,
-        arch=info.arch.value,
-        boot_mode=info.boot_mode.value,
-        shared_with=settings.share_with,
-        tags=dict(settings.tags),
-        disk_size=info.size,
-        bytes_sent=sent,
-        seconds=round(time.monotonic() - started, 3),
-    )
+    return info, snapshot_id, image_id, sent

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "builder.commands.inspect",
     "builder.commands.import_",
     "builder.commands.image",
+    "builder.commands.upload",
     "builder.commands.example",
     "builder.commands.encapsulate",
     "builder.commands.serve",

@@ -80,3 +80,7 @@ class CommandFailed(ImgbuildError):
         tail = stderr_tail.strip().splitlines()
         last = tail[-1] if tail else "no output on stderr"
         super().__init__(f"{argv[0]} failed (exit {returncode}): {last}", hint=hint)
+
+
+class UploadError(ImgbuildError):
+    """A cloud upload that cannot start or did not finish (credentials, permissions, network, quota)."""

@@ -72,6 +72,22 @@ class Progress:
             self.err.write(f"imgbuild: [{index}/{total}] {kind} done ({note})\n")
             self.err.flush()
 
+    def transfer(self, what: str, done: int, total: int, sent: int, rate: float) -> None:
+        """Bytes of a transfer: `done` of `total` handled, `sent` of them sent, at `rate` bytes/s."""
+        if self.mode is ProgressMode.JSON:
+            self._emit("transfer", what=what, done=done, total=total, sent=sent, rate=round(rate))
+            return
+        mib = 1 << 20
+        text = f"{what} {done / mib:.0f}/{total / mib:.0f} MiB, sent {sent / mib:.0f} MiB"
+        text += f" at {rate / mib:.1f} MiB/s"
+        if self.mode is ProgressMode.TERM:
+            filled = 24 * done // max(total, 1)
+            self.err.write(f"\r\x1b[K[{'#' * filled}{'-' * (24 - filled)}] {text}")
+            self._line_open = True
+        else:
+            self.err.write(f"imgbuild: {text}\n")
+            self.err.flush()
+
     def message(self, text: str) -> None:
         if self.mode is ProgressMode.JSON:
             self._emit("message", text=text)
@@ -88,6 +104,13 @@ class Progress:
         for output in result.get("outputs", []):
             self.err.write(f"imgbuild: wrote {output['path']} ({output['format']}, {output['size']} bytes)\n")
         self.err.flush()
+
+    def uploaded(self, record: dict[str, Any]) -> None:
+        """An upload's result: a JSON event, or closing the progress line (the command prints the ids)."""
+        if self.mode is ProgressMode.JSON:
+            self._emit("upload-end", status="ok", result=record)
+        else:
+            self._close_line()
 
     def failed(self, message: str) -> None:
         if self.mode is ProgressMode.JSON:

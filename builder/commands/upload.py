@@ -1,0 +1,95 @@
+"""`imgbuild upload aws DISK` (upload a built disk and register an AMI) and `imgbuild ami REF` (build, then
+upload; the AWS checks run before anything is fetched or built)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from builder.commands.image import _build_arguments, _make_manifest, _plan_arguments, _require_root
+from builder.errors import ImgbuildError, UploadError
+from builder.paths import cache_dir
+from builder.progress import Progress, ProgressMode
+from builder.runner import build
+from builder.upload import settings as aws_settings
+from builder.upload.aws import AwsResult, check, upload_disk
+from targets.formats import Format
+
+
+def record_upload(result_file: Path, record: dict[str, Any]) -> None:
+    """Add the upload to result.json's `uploads` list (written beside, then renamed)."""
+    result = json.loads(result_file.read_text())
+    result.setdefault("uploads", []).append(record)
+    tmp = result_file.with_name(f".{result_file.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(result_file)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ImgbuildError(f"cannot record the upload in {result_file}: {e.strerror}") from e
+
+
+def _result_beside(disk: Path) -> Path | None:
+    result_file = disk.parent / "result.json"
+    try:
+        outputs = json.loads(result_file.read_text()).get("outputs", [])
+    except (OSError, ValueError, AttributeError):
+        return None
+    return result_file if any(o.get("path") == disk.name for o in outputs) else None
+
+
+def _report(result: AwsResult, progress: Progress, result_file: Path | None) -> None:
+    record = result.as_dict()
+    if result_file is not None:
+        record_upload(result_file, record)
+    progress.uploaded(record)
+    if progress.mode is not ProgressMode.JSON:
+        print(f"region={result.region} image_id={result.image_id} snapshot_id={result.snapshot_id}")
+
+
+def cmd_upload_aws(args: argparse.Namespace) -> int:
+    settings = aws_settings.from_args(args)
+    progress = Progress(args.progress)
+    result = upload_disk(args.disk, settings, progress)
+    _report(result, progress, _result_beside(args.disk))
+    return 0
+
+
+def build_disk(args: argparse.Namespace, progress: Progress) -> tuple[Path, Path]:
+    """Build the disk an AMI is registered from: (disk, result.json). The `ami` target replaces this."""
+    manifest = _make_manifest(Format.RAW, args)
+    built = build(manifest, output_dir=args.output, cache=cache_dir(), progress=progress)
+    raw = [o for o in built.outputs if o["format"] == Format.RAW.value]
+    if len(raw) != 1:
+        raise UploadError(f"the build wrote {len(raw)} raw disks, expected one")
+    return args.output / raw[0]["path"], built.result_file
+
+
+def cmd_ami(args: argparse.Namespace) -> int:
+    _require_root()
+    settings = aws_settings.from_args(args)
+    progress = Progress(args.progress)
+    clients, checked = check(settings, progress)  # before anything is fetched or built
+    disk, result_file = build_disk(args, progress)
+    result = upload_disk(disk, settings, progress, clients=clients, checked=checked)
+    _report(result, progress, result_file)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    upload = sub.add_parser("upload", help="upload a built disk to a cloud")
+    clouds = upload.add_subparsers(dest="cloud", metavar="CLOUD")
+    clouds.required = True
+    aws = clouds.add_parser("aws", help="upload a disk as an EBS snapshot and register an AMI")
+    aws.add_argument("disk", type=Path, metavar="DISK", help="a raw (or qcow2) disk built by imgbuild")
+    aws.add_argument("--progress", type=ProgressMode, choices=list(ProgressMode), default=ProgressMode.AUTO)
+    aws_settings.add_arguments(aws)
+    aws.set_defaults(func=cmd_upload_aws)
+
+    ami = sub.add_parser("ami", help="build a disk from a container image and register it as an AWS AMI")
+    _plan_arguments(ami)
+    _build_arguments(ami)
+    aws_settings.add_arguments(ami)
+    ami.set_defaults(func=cmd_ami)

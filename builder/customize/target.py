@@ -54,6 +54,10 @@ class Target:
         """A path inside the deployment for reading what the image ships (/usr, /etc)."""
         return self.deploy_root.joinpath(*[p for p in path.split("/") if p not in ("", ".", "..")])
 
+    def check_writable(self, path: str) -> Path:
+        """The host path for `path`, refused when a directory on the way is a symlink in the image."""
+        return self._check_no_symlink(path)
+
     def _check_no_symlink(self, path: str) -> Path:
         base, host = self.locate(path)
         current = base

@@ -24,6 +24,7 @@ from typing import Any
 from builder import __version__
 from builder.errors import ImgbuildError, StageFailed
 from builder.manifest import Manifest
+from builder.manifest_check import check as check_declarations
 from builder.progress import Progress
 from builder.stages import registry
 from builder.stages.context import BuildContext
@@ -115,6 +116,8 @@ def _should_fail(index: int, kind: str) -> bool:
 
 def build(manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progress) -> BuildResult:
     started = time.monotonic()
+    # A manifest made in-process (plan, then build) is checked as one read from a file is, before any work.
+    check_declarations(manifest.to_dict())
     for directory, what in ((output_dir, "output"), (cache, "cache")):
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -181,7 +184,8 @@ def _run_stage(
     ctx: BuildContext,
 ) -> None:
     kind = registry.get(kind_name)
-    assert kind is not None, "validated manifests only name known stage kinds"
+    if kind is None:  # manifest_check refuses such a manifest before the build starts
+        raise StageFailed(f"unknown stage type {kind_name!r} at {path}")
     stage = kind()
     ctx.progress.stage_started(index, total, kind_name, stage_id)
     t0 = time.monotonic()

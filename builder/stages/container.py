@@ -7,7 +7,7 @@ merge commit, and is only trusted while the repository still has that commit.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from builder.arch import Arch
 from builder.errors import VerificationError
@@ -21,6 +21,12 @@ from builder.stages.registry import StageKind
 
 class ContainerImport(StageKind, kind="container.import"):
     cacheable = True
+    makes = ("commit",)
+    source_options: ClassVar[Mapping[str, str]] = {
+        "reference": "reference",
+        "digest": "digest",
+        "arch": "arch",
+    }
 
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> Mapping[str, Any]:
         ref = parse_reference(options["reference"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from builder.blueprint import parse_blueprint
 from builder.customize import apply as apply_customizations
@@ -30,20 +30,24 @@ from builder.stages.sysroot import mounted_sysroot
 
 
 def _deployment(root: Path, options: Mapping[str, Any], ctx: BuildContext) -> Deployment:
-    assert ctx.commit is not None, "ostree stages follow container.import"
-    return find_deployment(root, stateroot=options["stateroot"], commit=ctx.commit)
+    _, commit = ctx.require_commit()
+    return find_deployment(root, stateroot=options["stateroot"], commit=commit)
 
 
 class Deploy(StageKind, kind="ostree.deploy"):
+    needs = ("commit", "disk")
+    makes = ("deployment",)
+    refers: ClassVar[Mapping[str, str]] = {"mounts[].partition": "filesystem"}
+
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
-        assert ctx.repo is not None and ctx.commit is not None, "ostree.deploy follows container.import"
+        repo, commit = ctx.require_commit()
         with mounted_sysroot(ctx, options["mounts"]) as root:
             init_sysroot(root, stateroot=options["stateroot"], readonly=options["readonly"])
-            pull_commit(ctx.repo, root, ctx.commit, refs=ctx.image_refs)
+            pull_commit(repo, root, commit, refs=ctx.image_refs)
             deployment = deploy(
                 root,
                 stateroot=options["stateroot"],
-                commit=ctx.commit,
+                commit=commit,
                 kargs=options["kernel_args"],
                 origin_ref=options["origin"],
                 source_digest=ctx.source_digest,
@@ -58,6 +62,9 @@ class Deploy(StageKind, kind="ostree.deploy"):
 class Customize(StageKind, kind="ostree.customize"):
     """The blueprint's customizations, written into the deployment's /etc, the stateroot's /var and /boot."""
 
+    needs = ("commit", "disk", "deployment")
+    refers: ClassVar[Mapping[str, str]] = {"mounts[].partition": "filesystem"}
+
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
         blueprint = parse_blueprint(json.dumps(options["blueprint"]), "json", "manifest blueprint")
         with mounted_sysroot(ctx, options["mounts"]) as root:
@@ -70,6 +77,9 @@ class Customize(StageKind, kind="ostree.customize"):
 
 class Selinux(StageKind, kind="ostree.selinux"):
     """Label what the build created outside the commit with the image's own file_contexts."""
+
+    needs = ("commit", "disk", "deployment")
+    refers: ClassVar[Mapping[str, str]] = {"mounts[].partition": "filesystem"}
 
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
         with mounted_sysroot(ctx, options["mounts"]) as root:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from builder import run
 from builder.devices import loop_device, mounted
@@ -14,6 +14,9 @@ from builder.stages.registry import StageKind
 
 
 class Partition(StageKind, kind="disk.partition"):
+    makes = ("disk",)
+    defines: ClassVar[Mapping[str, str]] = {"partitions[].name": "partition"}
+
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
         disk = ctx.workdir / options["filename"]
         specs = [
@@ -32,6 +35,10 @@ class Partition(StageKind, kind="disk.partition"):
 
 
 class MakeFilesystem(StageKind, kind="fs.mkfs"):
+    needs = ("disk",)
+    refers: ClassVar[Mapping[str, str]] = {"partition": "partition"}
+    defines: ClassVar[Mapping[str, str]] = {"partition": "filesystem"}
+
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
         make_filesystem(
             ctx.require_disk(),
@@ -44,6 +51,9 @@ class MakeFilesystem(StageKind, kind="fs.mkfs"):
 
 class BtrfsSubvolumes(StageKind, kind="fs.btrfs-subvolumes"):
     """Subvolumes at the top level of a btrfs filesystem, for a [customizations.disk] btrfs partition."""
+
+    needs = ("disk",)
+    refers: ClassVar[Mapping[str, str]] = {"partition": "filesystem"}
 
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
         part = ctx.partition(options["partition"])

@@ -3,6 +3,10 @@
 A stage kind subclasses StageKind with `kind="..."`; that registers it once, loads its JSON Schema from
 `schemas/<kind>.json` beside this module and checks that the schema is itself valid and closed
 (`additionalProperties: false`).
+
+A kind also declares what it needs from earlier stages and what it makes (facts, partition and filesystem
+names, pipelines it reads, options that repeat the manifest's source): builder/manifest_check.py checks a
+whole manifest against these declarations before anything runs, so a new kind only declares its own.
 """
 
 from __future__ import annotations
@@ -38,6 +42,14 @@ class StageKind:
     schema: ClassVar[dict[str, Any]]
     # Whether the runner may skip the stage when a record of the same stage id exists in the cache.
     cacheable: ClassVar[bool] = False
+    # What builder/manifest_check.py checks (see there): facts needed from earlier stages and made for later
+    # ones ("commit", "disk", "deployment"); option paths naming a partition, filesystem or pipeline made
+    # earlier, or defining names; options that must equal the manifest's source fields.
+    needs: ClassVar[tuple[str, ...]] = ()
+    makes: ClassVar[tuple[str, ...]] = ()
+    refers: ClassVar[Mapping[str, str]] = {}
+    defines: ClassVar[Mapping[str, str]] = {}
+    source_options: ClassVar[Mapping[str, str]] = {}
 
     def __init_subclass__(cls, /, kind: str, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

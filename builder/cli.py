@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -64,6 +66,25 @@ def report(error: ImgbuildError, debug: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a reader that went away (`imgbuild ... | head`) ends it quietly with 141, as SIGPIPE
+    would, wherever the write failed (argparse's help, a command's output, the final flush)."""
+    try:
+        try:
+            code = _main(argv)
+        except SystemExit:  # argparse after --help, --version or a usage error
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # here, not at interpreter exit, where a failure would print a traceback
+        return code
+    except BrokenPipeError:
+        # Python's last flush of stdout at exit would fail again: point stdout at /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         # Argument types (an architecture, a size) may raise ImgbuildError, which argparse lets through.
@@ -88,5 +109,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imgbuild: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 141

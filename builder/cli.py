@@ -56,10 +56,17 @@ def setup_logging(verbose: bool, debug: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+def _print_notes(error: BaseException) -> None:
+    """Errors noted beside the first one (a mount that could not be released while it unwound)."""
+    for note in getattr(error, "__notes__", ()):
+        print(f"imgbuild: {note}", file=sys.stderr)
+
+
 def report(error: ImgbuildError, debug: bool) -> int:
     if debug:
         traceback.print_exc()
     print(f"imgbuild: error: {error.message}", file=sys.stderr)
+    _print_notes(error)
     if error.hint:
         print(f"hint: {error.hint}", file=sys.stderr)
     return error.exit_code
@@ -106,6 +113,7 @@ def _main(argv: Sequence[str] | None) -> int:
             hint="check the path and its permissions (--debug shows where)",
         )
         return report(message, args.debug)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("imgbuild: interrupted", file=sys.stderr)
+        _print_notes(e)
         return 130

@@ -1,7 +1,8 @@
 """Executes a manifest: one stage after another, cached stages restored, every resource released.
 
-All resources of a build (work directory, loop devices, mounts) hang off one ExitStack, released on
-success, failure, Ctrl-C and SIGTERM (turned into an exception here). Outputs are written in a work
+All resources of a build (work directory, loop devices, mounts) hang off one ReleaseStack, released on
+success, failure, Ctrl-C and SIGTERM (turned into an exception here); a release that fails is reported beside
+the error that stopped the build, never instead of it. Outputs are written in a work
 directory inside the output directory and renamed to their final names only when every stage has
 succeeded; `result.json` and the manifest used are written last, beside them.
 """
@@ -15,13 +16,13 @@ import os
 import signal
 import tempfile
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from builder import __version__
+from builder.devices import ReleaseStack
 from builder.errors import ImgbuildError, StageFailed
 from builder.manifest import Manifest
 from builder.manifest_check import check as check_declarations
@@ -129,7 +130,7 @@ def build(manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progre
     stages = list(manifest.stages())
     ids = manifest.stage_ids()
     total = len(stages)
-    with _Interrupts() as interrupts, ExitStack() as stack:
+    with _Interrupts() as interrupts, ReleaseStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".imgbuild-", dir=output_dir)))
         ctx = BuildContext(
             workdir=workdir,

@@ -8,11 +8,11 @@ target stages read a disk whose filesystems are all cleanly unmounted.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from builder.devices import loop_device, mounted
+from builder.devices import ReleaseStack, loop_device, mounted
 from builder.stages.context import BuildContext
 
 
@@ -22,7 +22,7 @@ def mounted_sysroot(ctx: BuildContext, mounts: Sequence[Mapping[str, Any]]) -> I
     disk = ctx.require_disk()
     root = ctx.workdir / "sysroot"
     root.mkdir(exist_ok=True)
-    with ExitStack() as stack:
+    with ReleaseStack() as stack:
         for mount in sorted(mounts, key=lambda m: m["target"].count("/") if m["target"] != "/" else 0):
             part = ctx.partition(mount["partition"])
             device = stack.enter_context(loop_device(disk, offset=part.start, size=part.size))

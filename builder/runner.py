@@ -29,6 +29,7 @@ from builder.manifest_check import check as check_declarations
 from builder.progress import Progress
 from builder.stages import registry
 from builder.stages.context import BuildContext
+from builder.stages.records import StageRecords
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +103,6 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
-
-
-def _stage_cache(cache: Path) -> Path:
-    path = cache / "stages"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _should_fail(index: int, kind: str) -> bool:
@@ -190,15 +185,18 @@ def _run_stage(
     stage = kind()
     ctx.progress.stage_started(index, total, kind_name, stage_id)
     t0 = time.monotonic()
-    record_file = _stage_cache(ctx.cache) / f"{stage_id}.json"
+    records = StageRecords(ctx.cache)
     cached = False
     try:
-        if kind.cacheable and record_file.exists():
-            cached = stage.restore(json.loads(record_file.read_text()), options, ctx)
+        if kind.cacheable:
+            record, damaged = records.read(stage_id)
+            if damaged is not None:
+                ctx.progress.message(damaged)
+            cached = record is not None and stage.restore(record, options, ctx)
         if not cached:
             record = stage.run(options, ctx)
             if kind.cacheable and record is not None:
-                _write_atomic(record_file, json.dumps(record, sort_keys=True))
+                records.write(stage_id, record)
         if _should_fail(index, kind_name):
             raise StageFailed(f"failure injected by {FAIL_STAGE_ENV}")
     except StageFailed as e:

@@ -10,6 +10,7 @@ from builder import manifest as manifest_mod
 from builder import run
 from builder.arch import Arch
 from builder.blueprint import Blueprint, load_blueprint, parse_size
+from builder.customize.image_view import check_against_image
 from builder.errors import ImgbuildError, NeedsRoot
 from builder.paths import cache_dir
 from builder.plan import PlanOptions, Rootfs, plan
@@ -53,6 +54,8 @@ def _make_manifest(fmt: Format, args: argparse.Namespace) -> manifest_mod.Manife
     blueprint = load_blueprint(args.blueprint) if args.blueprint else Blueprint.empty()
     cache = cache_dir()
     prepared = prepare(args.reference, arch=args.arch, cache=cache)
+    # What the build's ostree.customize would refuse is refused now, before any disk is partitioned.
+    check_against_image(blueprint, Path(prepared.import_record["repo"]), prepared.import_record["commit"])
     options = PlanOptions(rootfs=args.rootfs, size=args.size, seed=args.seed, compression=args.compress)
     manifest = plan(prepared.facts, blueprint, fmt, options)
     remember_import(manifest, prepared, cache)

@@ -74,7 +74,12 @@ def check_files(bp: Blueprint, target: Target, accounts: AccountFiles) -> None:
         parent = file.path.rsplit("/", 1)[0]
         # The roots files may go under are made when missing: /var/roothome and /var/usrlocal/bin are made
         # by systemd-tmpfiles on first boot, so a fresh stateroot does not have them yet.
-        if parent not in FILE_ROOTS and parent not in made and not _is_directory(target, parent):
+        if (
+            parent not in FILE_ROOTS
+            and parent not in made
+            and target.known(parent)
+            and not _is_directory(target, parent)
+        ):
             raise BlueprintError(
                 f"customizations.files[{index}]: the parent of {file.path} does not exist in the image",
                 hint=f"add {parent} to customizations.directories (with ensure_parents = true if needed)",

@@ -51,11 +51,12 @@ def test_refused_at_plan_time(
     blueprint.write_text(document)
     ref = example_x86_64.reference
     out = tmp_path / "out"
-    for argv in (
+    argvs: list[list[str | Path]] = [
         ["plan", "qcow2", ref, "--blueprint", blueprint],
         ["blueprint", "check", blueprint, "--image", ref],
         ["raw", ref, "--blueprint", blueprint, "--output", out],
-    ):
+    ]
+    for argv in argvs:
         result = imgbuild(argv, check=False)
         assert result.returncode == 2, (argv, result.stderr)
         line = _error(result.stderr)

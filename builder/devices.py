@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from builder import run
+from builder import faults, run
 from builder.errors import CommandFailed, ImgbuildError, NeedsRoot
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ def loop_device(
     argv.append(image)
     device = Path(run.run(argv, hint="are loop devices available (modprobe loop)?").out.strip())
     log.debug("attached %s to %s (offset %d, size %s)", image, device, offset, size)
+    faults.acquired("loop")
     with _released_by(lambda: _detach(device)):
         yield device
 
@@ -127,6 +128,7 @@ def _detach(device: Path) -> None:
     for attempt in range(RELEASE_ATTEMPTS):
         try:
             run.run(["losetup", "--detach", device])
+            faults.released("loop")
             return
         except CommandFailed as e:
             last = e
@@ -151,6 +153,7 @@ def mounted(
     argv += [source, target]
     run.run(argv)
     log.debug("mounted %s on %s", source, target)
+    faults.acquired("mount")
     with _released_by(lambda: unmount(target)):
         yield target
 
@@ -161,6 +164,7 @@ def unmount(target: Path) -> None:
     for attempt in range(RELEASE_ATTEMPTS):
         try:
             run.run(["umount", target])
+            faults.released("mount")
             return
         except CommandFailed as e:
             last = e

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import signal
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from builder import __version__
+from builder import __version__, faults
 from builder.devices import ReleaseStack
 from builder.errors import ImgbuildError, StageFailed
 from builder.manifest import Manifest
@@ -32,10 +31,6 @@ from builder.stages.context import BuildContext
 from builder.stages.records import StageRecords
 
 log = logging.getLogger(__name__)
-
-# For tests of the cleanup paths: IMGBUILD_FAIL_STAGE=<stage type or index> makes that stage fail after its
-# work is done (with the resources of the earlier stages still held).
-FAIL_STAGE_ENV = "IMGBUILD_FAIL_STAGE"
 
 
 class Terminated(KeyboardInterrupt):
@@ -103,11 +98,6 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
-
-
-def _should_fail(index: int, kind: str) -> bool:
-    wanted = os.environ.get(FAIL_STAGE_ENV)
-    return wanted is not None and wanted in (kind, str(index))
 
 
 def build(manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progress) -> BuildResult:
@@ -188,6 +178,7 @@ def _run_stage(
     records = StageRecords(ctx.cache)
     cached = False
     try:
+        faults.stage_started(index, kind_name)
         if kind.cacheable:
             record, damaged = records.read(stage_id)
             if damaged is not None:
@@ -197,8 +188,7 @@ def _run_stage(
             record = stage.run(options, ctx)
             if kind.cacheable and record is not None:
                 records.write(stage_id, record)
-        if _should_fail(index, kind_name):
-            raise StageFailed(f"failure injected by {FAIL_STAGE_ENV}")
+        faults.stage_finished(index, kind_name)
     except StageFailed as e:
         raise StageFailed(
             f"stage {index}/{total} {kind_name} ({path}) failed: {e.message}", hint=e.hint

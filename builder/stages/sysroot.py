@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from builder import faults
 from builder.devices import ReleaseStack, loop_device, mounted
 from builder.stages.context import BuildContext
 
@@ -31,4 +32,5 @@ def mounted_sysroot(ctx: BuildContext, mounts: Sequence[Mapping[str, Any]]) -> I
             stack.enter_context(
                 mounted(device, target, fstype=mount["fstype"], options=mount.get("options", ()))
             )
+        faults.point("the mounted sysroot")  # a stage's work in these filesystems starts here
         yield root

@@ -159,3 +159,35 @@ def test_files_and_directories_meet_each_state(
         check(bp, _target(tmp_path))
         apply(bp, deploy_root=tmp_path, var_root=tmp_path / "var", boot_root=None)
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("state", ["missing", "symlink", "directory", "file"])
+@pytest.mark.parametrize("name", ["passwd", "group"])
+def test_accounts_meet_each_state_of_the_account_files(name: str, state: str, tmp_path: Path) -> None:
+    """A user and a group are added to plain account files, made when the image has none; an account file
+    that is a link or a directory is refused by check() (writing would replace it with a file holding only
+    the new entries)."""
+    _image(tmp_path, "missing")
+    path = tmp_path / "etc" / name
+    path.unlink()
+    if state == "symlink":
+        path.symlink_to(f"../usr/lib/{name}")
+    elif state == "directory":
+        path.mkdir()
+    elif state == "file":
+        path.write_text("root:x:0:0:root:/root:/bin/bash\n" if name == "passwd" else "root:x:0:\n")
+    bp = parse_blueprint(
+        '[[customizations.user]]\nname = "alice"\n[[customizations.group]]\nname = "ops"\n', "toml"
+    )
+    if state in ("symlink", "directory"):
+        with pytest.raises(BlueprintError, match=rf"/etc/{name} is a {state} in the image"):
+            check(bp, _target(tmp_path))
+        return
+    check(bp, _target(tmp_path))
+    apply(bp, deploy_root=tmp_path, var_root=tmp_path / "var", boot_root=None)
+    users = (tmp_path / "etc/passwd").read_text().splitlines()
+    groups = (tmp_path / "etc/group").read_text().splitlines()
+    assert any(u.startswith("alice:x:1000:") for u in users), users
+    assert any(g.startswith("ops:x:") for g in groups) and any(g.startswith("alice:x:") for g in groups)
+    if state == "file":
+        assert users[0].startswith("root:") if name == "passwd" else groups[0] == "root:x:0:"

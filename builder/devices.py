@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -38,6 +39,20 @@ ExitFunc = Callable[[type[BaseException] | None, BaseException | None, Traceback
 
 class DeviceBusy(ImgbuildError):
     """A mount or loop device could not be released."""
+
+
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _defer_signals() -> set[int | signal.Signals]:
+    """Hold SIGINT/SIGTERM back while a resource is taken: an interrupt that lands while `mount` or `losetup`
+    runs would otherwise leave it taken with no release registered. Returns the mask to restore."""
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+
+
+def _restore_signals(mask: set[int | signal.Signals]) -> None:
+    """Deliver what was held back: its handler raises here, where the release is already in place."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def note_release_error(first: BaseException, error: BaseException) -> None:
@@ -116,10 +131,16 @@ def loop_device(
     if read_only:
         argv.append("--read-only")
     argv.append(image)
-    device = Path(run.run(argv, hint="are loop devices available (modprobe loop)?").out.strip())
+    mask = _defer_signals()
+    try:
+        device = Path(run.run(argv, hint="are loop devices available (modprobe loop)?").out.strip())
+    except BaseException:
+        _restore_signals(mask)
+        raise
     log.debug("attached %s to %s (offset %d, size %s)", image, device, offset, size)
     faults.acquired("loop")
     with _released_by(lambda: _detach(device)):
+        _restore_signals(mask)
         yield device
 
 
@@ -151,10 +172,16 @@ def mounted(
     if options:
         argv += ["-o", ",".join(options)]
     argv += [source, target]
-    run.run(argv)
+    mask = _defer_signals()
+    try:
+        run.run(argv)
+    except BaseException:
+        _restore_signals(mask)
+        raise
     log.debug("mounted %s on %s", source, target)
     faults.acquired("mount")
     with _released_by(lambda: unmount(target)):
+        _restore_signals(mask)
         yield target
 
 

@@ -6,6 +6,7 @@ Each stage kind (builder/stages/registry.py) declares:
   refers          option paths naming something made earlier: {"mounts[].partition": "filesystem"}
   defines         option paths naming what it makes: {"partitions[].name": "partition"}
   source_options  options that must equal the manifest's source: {"digest": "digest"}
+  problems()      what is wrong with its options on their own (a partition layout that does not fit)
 Namespaces are "partition", "filesystem" (a partition with a filesystem on it) and "pipeline" (an earlier
 pipeline of the same manifest). Facts and names flow from stage to stage and from one pipeline to the next
 in execution order, as the runner's BuildContext does. Option paths use `a.b` for nested objects and `[]`
@@ -39,6 +40,7 @@ class Declarations(Protocol):
     def defines(self) -> Mapping[str, str]: ...
     @property
     def source_options(self) -> Mapping[str, str]: ...
+    def problems(self, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]: ...
 
 
 Lookup = Callable[[str], Declarations | None]
@@ -125,6 +127,8 @@ def _check_stage(
     lookup: Lookup,
     kinds: tuple[str, ...],
 ) -> None:
+    for option, problem in declared.problems(options):
+        raise _fail(f"{where}.options.{option}", problem)
     for fact in declared.needs:
         if fact not in state.facts:
             raise _fail(

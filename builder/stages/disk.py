@@ -2,34 +2,44 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from builder import run
 from builder.devices import loop_device, mounted
 from builder.disk.mkfs import make_filesystem
-from builder.disk.partition import PartitionSpec, create_gpt
+from builder.disk.partition import PartitionError, PartitionSpec, create_gpt, layout
 from builder.stages.context import BuildContext
 from builder.stages.registry import StageKind
+
+
+def _specs(options: Mapping[str, Any]) -> list[PartitionSpec]:
+    return [
+        PartitionSpec(
+            name=p["name"],
+            type_guid=p["type"],
+            size=p["size"],
+            uuid=p["uuid"],
+            bootable=p.get("bootable", False),
+        )
+        for p in options["partitions"]
+    ]
 
 
 class Partition(StageKind, kind="disk.partition"):
     makes = ("disk",)
     defines: ClassVar[Mapping[str, str]] = {"partitions[].name": "partition"}
 
+    @classmethod
+    def problems(cls, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        try:
+            layout(options["size"], _specs(options))
+        except PartitionError as e:
+            yield "partitions", e.message
+
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
         disk = ctx.workdir / options["filename"]
-        specs = [
-            PartitionSpec(
-                name=p["name"],
-                type_guid=p["type"],
-                size=p["size"],
-                uuid=p["uuid"],
-                bootable=p.get("bootable", False),
-            )
-            for p in options["partitions"]
-        ]
-        placed = create_gpt(disk, options["size"], specs, disk_guid=options["uuid"])
+        placed = create_gpt(disk, options["size"], _specs(options), disk_guid=options["uuid"])
         ctx.disk = disk
         ctx.partitions = {p.spec.name: p for p in placed}
 

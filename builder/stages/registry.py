@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -61,6 +61,12 @@ class StageKind:
         if cls.schema.get("additionalProperties") is not False:
             raise TypeError(f"schema of stage kind {kind} must set additionalProperties: false")
         _REGISTRY[kind] = cls
+
+    @classmethod
+    def problems(cls, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        """What is wrong with schema-valid options on their own (a layout that does not fit), as (option
+        path, message) pairs; checked with the rest of the manifest before anything runs."""
+        return iter(())
 
     @classmethod
     def validator(cls) -> jsonschema.Draft202012Validator:

@@ -5,7 +5,7 @@ naming the path, never an assert, KeyError or RuntimeError."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,16 @@ def _duplicate_pipeline(doc: dict[str, Any]) -> None:
     doc["pipelines"].append(copy.deepcopy(doc["pipelines"][0]))
 
 
+def _partitions_overflow(doc: dict[str, Any]) -> None:
+    _stages(doc)[_index(doc, "disk.partition")]["options"]["size"] = 1 << 30
+
+
 BROKEN: list[tuple[Callable[[dict[str, Any]], None], str]] = [
+    (
+        _partitions_overflow,
+        "pipelines[0].stages[1].options.partitions: "
+        "partition 'boot' does not fit in a disk of 1073741824 bytes",
+    ),
     (
         _swap_deploy_and_partition,
         "pipelines[0].stages[1]: ostree.deploy needs a disk, which no earlier stage makes "
@@ -157,6 +166,9 @@ class _Declared:
     refers: Mapping[str, str] = field(default_factory=dict)
     defines: Mapping[str, str] = field(default_factory=dict)
     source_options: Mapping[str, str] = field(default_factory=dict)
+
+    def problems(self, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        return iter(())
 
 
 # Kinds declared for this test only: the checker knows no kind by name, only declarations.

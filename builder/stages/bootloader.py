@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,7 +23,7 @@ from builder.disk.esp import populate_esp
 from builder.errors import StageFailed
 from builder.stages.context import BuildContext
 from builder.stages.registry import StageKind
-from builder.stages.sysroot import mounted_sysroot
+from builder.stages.sysroot import mount_problems, mounted_sysroot
 
 
 class Grub(StageKind, kind="bootloader.grub"):
@@ -34,6 +34,10 @@ class Grub(StageKind, kind="bootloader.grub"):
         "bios.partition": "partition",
         "efi.partition": "filesystem",
     }
+
+    @classmethod
+    def problems(cls, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        return mount_problems(options["mounts"])
 
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
         deployment_dir = ctx.require_deployment()

@@ -6,7 +6,7 @@ Deploying into the mounted partitions writes the content once (no tree copied in
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,7 +26,7 @@ from builder.ostree.deploy import (
 )
 from builder.stages.context import BuildContext
 from builder.stages.registry import StageKind
-from builder.stages.sysroot import mounted_sysroot
+from builder.stages.sysroot import mount_problems, mounted_sysroot
 
 
 def _deployment(root: Path, options: Mapping[str, Any], ctx: BuildContext) -> Deployment:
@@ -38,6 +38,10 @@ class Deploy(StageKind, kind="ostree.deploy"):
     needs = ("commit", "disk")
     makes = ("deployment",)
     refers: ClassVar[Mapping[str, str]] = {"mounts[].partition": "filesystem"}
+
+    @classmethod
+    def problems(cls, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        return mount_problems(options["mounts"])
 
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
         repo, commit = ctx.require_commit()
@@ -65,6 +69,10 @@ class Customize(StageKind, kind="ostree.customize"):
     needs = ("commit", "disk", "deployment")
     refers: ClassVar[Mapping[str, str]] = {"mounts[].partition": "filesystem"}
 
+    @classmethod
+    def problems(cls, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        return mount_problems(options["mounts"])
+
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
         blueprint = parse_blueprint(json.dumps(options["blueprint"]), "json", "manifest blueprint")
         with mounted_sysroot(ctx, options["mounts"]) as root:
@@ -80,6 +88,10 @@ class Selinux(StageKind, kind="ostree.selinux"):
 
     needs = ("commit", "disk", "deployment")
     refers: ClassVar[Mapping[str, str]] = {"mounts[].partition": "filesystem"}
+
+    @classmethod
+    def problems(cls, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        return mount_problems(options["mounts"])
 
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
         with mounted_sysroot(ctx, options["mounts"]) as root:

@@ -17,6 +17,16 @@ from builder.devices import ReleaseStack, loop_device, mounted
 from builder.stages.context import BuildContext
 
 
+def mount_problems(mounts: Sequence[Mapping[str, Any]]) -> Iterator[tuple[str, str]]:
+    """The `mounts` option of a stage working in the sysroot: one root, each target once."""
+    targets = [m["target"] for m in mounts]
+    if "/" not in targets:
+        yield "mounts", "no mount has target '/': the sysroot needs its root filesystem"
+    for index, target in enumerate(targets):
+        if target in targets[:index]:
+            yield f"mounts[{index}].target", f"{target} is mounted twice"
+
+
 @contextmanager
 def mounted_sysroot(ctx: BuildContext, mounts: Sequence[Mapping[str, Any]]) -> Iterator[Path]:
     """Mount `mounts` (root first, then nested ones) under a fresh directory; yield that root."""

@@ -77,7 +77,22 @@ def _partitions_overflow(doc: dict[str, Any]) -> None:
     _stages(doc)[_index(doc, "disk.partition")]["options"]["size"] = 1 << 30
 
 
+def _no_root_mount(doc: dict[str, Any]) -> None:
+    del _stages(doc)[_index(doc, "ostree.deploy")]["options"]["mounts"][0]
+
+
+def _boot_mounted_twice(doc: dict[str, Any]) -> None:
+    mounts = _stages(doc)[_index(doc, "bootloader.grub")]["options"]["mounts"]
+    mounts.append(dict(mounts[1]))
+
+
 BROKEN: list[tuple[Callable[[dict[str, Any]], None], str]] = [
+    (
+        _no_root_mount,
+        "pipelines[0].stages[6].options.mounts: "
+        "no mount has target '/': the sysroot needs its root filesystem",
+    ),
+    (_boot_mounted_twice, "pipelines[0].stages[8].options.mounts[2].target: /boot is mounted twice"),
     (
         _partitions_overflow,
         "pipelines[0].stages[1].options.partitions: "

@@ -23,7 +23,7 @@ from typing import Any
 from builder import __version__, faults
 from builder.devices import ReleaseStack
 from builder.errors import ImgbuildError, StageFailed
-from builder.manifest import Manifest
+from builder.manifest import Manifest, Stage
 from builder.manifest_check import check as check_declarations
 from builder.progress import Progress
 from builder.stages import registry
@@ -100,7 +100,11 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def build(manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progress) -> BuildResult:
+def build(
+    manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progress, preflight: bool = True
+) -> BuildResult:
+    """Run `manifest`. `preflight=False` when the caller has just planned it and made the same checks
+    (`imgbuild FORMAT REF`: the blueprint was checked against this image a moment ago)."""
     started = time.monotonic()
     # A manifest made in-process (plan, then build) is checked as one read from a file is, before any work.
     check_declarations(manifest.to_dict())
@@ -127,8 +131,11 @@ def build(manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progre
             arch=manifest.source.arch,
         )
         try:
+            checks = _Preflight(stages if preflight else [])
+            checks.run(ctx)
             for index, ((path, stage), stage_id) in enumerate(zip(stages, ids, strict=True), start=1):
                 _run_stage(index, total, path, stage.type, dict(stage.options), stage_id, ctx)
+                checks.made(stage.type, ctx)
             interrupts.hold()
             outputs = _finish(ctx, output_dir)
         except ImgbuildError as e:
@@ -160,6 +167,43 @@ def build(manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progre
     return BuildResult(tuple(outputs), result_file, manifest_file, time.monotonic() - started)
 
 
+class _Preflight:
+    """Each stage's preflight, run once the facts it needs exist (see StageKind.preflight_needs)."""
+
+    def __init__(self, stages: list[tuple[str, Stage]]) -> None:
+        self.total = len(stages)
+        self.facts: set[str] = set()
+        self.waiting = [
+            (index, path, stage)
+            for index, (path, stage) in enumerate(stages, start=1)
+            if _kind(stage.type).preflight_needs
+        ]
+
+    def made(self, kind_name: str, ctx: BuildContext) -> None:
+        self.facts.update(_kind(kind_name).makes)
+        self.run(ctx)
+
+    def run(self, ctx: BuildContext) -> None:
+        for entry in list(self.waiting):
+            index, path, stage = entry
+            kind = _kind(stage.type)
+            if not set(kind.preflight_needs) <= self.facts:
+                continue
+            self.waiting.remove(entry)
+            try:
+                kind.preflight(dict(stage.options), ctx)
+            except ImgbuildError as e:
+                e.message = f"stage {index}/{self.total} {stage.type} ({path}) refused: {e.message}"
+                raise
+
+
+def _kind(name: str) -> type[registry.StageKind]:
+    kind = registry.get(name)
+    if kind is None:  # manifest_check refuses such a manifest before the build starts
+        raise StageFailed(f"unknown stage type {name!r}")
+    return kind
+
+
 def _run_stage(
     index: int,
     total: int,
@@ -169,9 +213,7 @@ def _run_stage(
     stage_id: str,
     ctx: BuildContext,
 ) -> None:
-    kind = registry.get(kind_name)
-    if kind is None:  # manifest_check refuses such a manifest before the build starts
-        raise StageFailed(f"unknown stage type {kind_name!r} at {path}")
+    kind = _kind(kind_name)
     stage = kind()
     ctx.progress.stage_started(index, total, kind_name, stage_id)
     t0 = time.monotonic()

@@ -70,9 +70,15 @@ def _require_root() -> None:
         )
 
 
-def _build(manifest: manifest_mod.Manifest, args: argparse.Namespace) -> int:
+def _build(manifest: manifest_mod.Manifest, args: argparse.Namespace, *, planned_here: bool = False) -> int:
     _require_root()
-    result = build(manifest, output_dir=args.output, cache=cache_dir(), progress=Progress(args.progress))
+    result = build(
+        manifest,
+        output_dir=args.output,
+        cache=cache_dir(),
+        progress=Progress(args.progress),
+        preflight=not planned_here,  # _make_manifest made the same checks a moment ago
+    )
     if args.progress is not ProgressMode.JSON:
         for output in result.outputs:
             print(args.output / output["path"])
@@ -103,7 +109,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_image(args: argparse.Namespace) -> int:
     _require_root()
-    return _build(_make_manifest(Format(args.command), args), args)
+    return _build(_make_manifest(Format(args.command), args), args, planned_here=True)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

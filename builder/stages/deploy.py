@@ -10,8 +10,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from builder.blueprint import parse_blueprint
+from builder.blueprint import Blueprint, parse_blueprint
 from builder.customize import apply as apply_customizations
+from builder.customize.image_view import check_against_image
 from builder.ostree.deploy import (
     Deployment,
     MountSpec,
@@ -27,6 +28,10 @@ from builder.ostree.deploy import (
 from builder.stages.context import BuildContext
 from builder.stages.registry import StageKind
 from builder.stages.sysroot import mount_problems, mounted_sysroot
+
+
+def _blueprint(options: Mapping[str, Any]) -> Blueprint:
+    return parse_blueprint(json.dumps(options["blueprint"]), "json", "manifest blueprint")
 
 
 def _deployment(root: Path, options: Mapping[str, Any], ctx: BuildContext) -> Deployment:
@@ -67,6 +72,14 @@ class Customize(StageKind, kind="ostree.customize"):
     """The blueprint's customizations, written into the deployment's /etc, the stateroot's /var and /boot."""
 
     needs = ("commit", "disk", "deployment")
+    preflight_needs = ("commit",)
+
+    @classmethod
+    def preflight(cls, options: Mapping[str, Any], ctx: BuildContext) -> None:
+        """The blueprint against the imported image, before anything is partitioned (as `plan` does)."""
+        repo, commit = ctx.require_commit()
+        check_against_image(_blueprint(options), repo, commit)
+
     refers: ClassVar[Mapping[str, str]] = {"mounts[].partition": "filesystem"}
 
     @classmethod
@@ -74,7 +87,7 @@ class Customize(StageKind, kind="ostree.customize"):
         return mount_problems(options["mounts"])
 
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
-        blueprint = parse_blueprint(json.dumps(options["blueprint"]), "json", "manifest blueprint")
+        blueprint = _blueprint(options)
         with mounted_sysroot(ctx, options["mounts"]) as root:
             deployment = _deployment(root, options, ctx)
             for line in apply_customizations(

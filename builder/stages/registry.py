@@ -50,6 +50,9 @@ class StageKind:
     refers: ClassVar[Mapping[str, str]] = {}
     defines: ClassVar[Mapping[str, str]] = {}
     source_options: ClassVar[Mapping[str, str]] = {}
+    # Facts `preflight` needs: the runner calls it as soon as earlier stages have made them, before the
+    # stages in between run (the blueprint is checked against the imported commit before any disk exists).
+    preflight_needs: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, /, kind: str, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -67,6 +70,10 @@ class StageKind:
         """What is wrong with schema-valid options on their own (a layout that does not fit), as (option
         path, message) pairs; checked with the rest of the manifest before anything runs."""
         return iter(())
+
+    @classmethod
+    def preflight(cls, options: Mapping[str, Any], ctx: BuildContext) -> None:
+        """Refuse, early, what `run` would refuse later (see preflight_needs)."""
 
     @classmethod
     def validator(cls) -> jsonschema.Draft202012Validator:

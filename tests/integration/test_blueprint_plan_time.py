@@ -83,3 +83,32 @@ def test_masked_and_missing_units_build(example_x86_64: ExampleImage, tmp_path: 
     assert "service no-such.service: masked (/etc/systemd/system/no-such.service -> /dev/null)" in log, log
     assert json.loads((out / "result.json").read_text())["outputs"][0]["format"] == "raw"
     assert leaked_resources(tmp_path) == []
+
+
+def test_hand_edited_manifest_blueprint_is_refused_before_partitioning(
+    example_x86_64: ExampleImage, tmp_path: Path
+) -> None:
+    """`imgbuild build MANIFEST` with a blueprint edited into the manifest: ostree.customize's preflight
+    checks it against the image as soon as container.import has run, before disk.partition."""
+    blueprint = tmp_path / "bp.toml"
+    blueprint.write_text('[customizations]\nhostname = "edited"\n')
+    manifest = tmp_path / "plan.json"
+    imgbuild(["plan", "raw", example_x86_64.reference, "--blueprint", blueprint, "-o", manifest])
+    doc = json.loads(manifest.read_text())
+    stages = doc["pipelines"][0]["stages"]
+    customize = next(i for i, stage in enumerate(stages) if stage["type"] == "ostree.customize")
+    stages[customize]["options"]["blueprint"]["customizations"]["services"] = {"enabled": ["hwclock.service"]}
+    manifest.write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    result = imgbuild(["build", manifest, "--output", out, "--progress", "plain"], check=False)
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("imgbuild: error:")]
+    assert errors == [
+        f"imgbuild: error: stage {customize + 1}/{len(stages)} ostree.customize "
+        f"(pipelines[0].stages[{customize}]) refused: "
+        "customizations.services.enabled: hwclock.service is masked in the image "
+        "(/usr/lib/systemd/system/hwclock.service)"
+    ]
+    assert "disk.partition" not in err, err  # the progress lines: it never started
+    assert list(out.iterdir()) == [] and leaked_resources(tmp_path) == []

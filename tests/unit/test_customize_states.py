@@ -191,3 +191,58 @@ def test_accounts_meet_each_state_of_the_account_files(name: str, state: str, tm
     assert any(g.startswith("ops:x:") for g in groups) and any(g.startswith("alice:x:") for g in groups)
     if state == "file":
         assert users[0].startswith("root:") if name == "passwd" else groups[0] == "root:x:0:"
+
+
+SYSTEM_FILES = [
+    ('[customizations]\nhostname = "h"\n', "/etc/hostname"),
+    ('[customizations.locale]\nlanguages = ["en_US.UTF-8"]\n', "/etc/locale.conf"),
+    ('[customizations.locale]\nkeyboard = "us"\n', "/etc/vconsole.conf"),
+    (
+        '[customizations.timezone]\nntpservers = ["ntp.invalid"]\n',
+        "/etc/systemd/timesyncd.conf.d/imgbuild.conf",
+    ),
+    ("[customizations.sshd]\npassword_authentication = false\n", "/etc/ssh/sshd_config.d/imgbuild.conf"),
+]
+
+
+# A symlinked parent only where the parent is below /etc (replacing /etc itself would test nothing).
+SYSTEM_CASES = [
+    (document, path, state)
+    for document, path in SYSTEM_FILES
+    for state in ("directory", "symlink", "parent-symlink")
+    if state != "parent-symlink" or path.count("/") > 2
+]
+
+
+@pytest.mark.parametrize(
+    ("document", "path", "state"), SYSTEM_CASES, ids=[f"{p}-{s}" for _, p, s in SYSTEM_CASES]
+)
+def test_system_files_meet_each_state(document: str, path: str, state: str, tmp_path: Path) -> None:
+    """A file the system customizations write is refused by check() when the image has a directory there or
+    a symlink on the way to it; a symlink at the path itself is replaced (the file is written beside, then
+    renamed over it), never written through."""
+    _image(tmp_path, "missing")
+    (tmp_path / "etc/ssh").mkdir()
+    (tmp_path / "etc/ssh/sshd_config").write_text("Include /etc/ssh/sshd_config.d/*.conf\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    host = tmp_path / path.lstrip("/")
+    host.parent.mkdir(parents=True, exist_ok=True)
+    if state == "directory":
+        host.mkdir()
+    elif state == "symlink":
+        host.symlink_to(outside / "file")
+    else:
+        host.parent.rename(tmp_path / "moved")
+        host.parent.symlink_to(outside)
+    bp = parse_blueprint(document, "toml")
+    if state == "symlink":
+        check(bp, _target(tmp_path))
+        apply(bp, deploy_root=tmp_path, var_root=tmp_path / "var", boot_root=None)
+        assert host.is_file() and not host.is_symlink()
+    else:
+        with pytest.raises(BlueprintError) as info:
+            check(bp, _target(tmp_path))
+        expected = "is a directory in the image" if state == "directory" else "is a symlink in the image"
+        assert path in info.value.message and expected in info.value.message, info.value.message
+    assert list(outside.iterdir()) == []

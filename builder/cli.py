@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -55,16 +57,42 @@ def setup_logging(verbose: bool, debug: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+def _print_notes(error: BaseException) -> None:
+    """Errors noted beside the first one (a mount that could not be released while it unwound)."""
+    for note in getattr(error, "__notes__", ()):
+        print(f"imgbuild: {note}", file=sys.stderr)
+
+
 def report(error: ImgbuildError, debug: bool) -> int:
     if debug:
         traceback.print_exc()
     print(f"imgbuild: error: {error.message}", file=sys.stderr)
+    _print_notes(error)
     if error.hint:
         print(f"hint: {error.hint}", file=sys.stderr)
     return error.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a reader that went away (`imgbuild ... | head`) ends it quietly with 141, as SIGPIPE
+    would, wherever the write failed (argparse's help, a command's output, the final flush)."""
+    try:
+        try:
+            code = _main(argv)
+        except SystemExit:  # argparse after --help, --version or a usage error
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # here, not at interpreter exit, where a failure would print a traceback
+        return code
+    except BrokenPipeError:
+        # Python's last flush of stdout at exit would fail again: point stdout at /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         # Argument types (an architecture, a size) may raise ImgbuildError, which argparse lets through.
@@ -86,8 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hint="check the path and its permissions (--debug shows where)",
         )
         return report(message, args.debug)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("imgbuild: interrupted", file=sys.stderr)
+        _print_notes(e)
         return 130
-    except BrokenPipeError:
-        return 141

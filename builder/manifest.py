@@ -7,7 +7,8 @@ A manifest is an ordered list of typed stages in the osbuild style:
      "pipelines": [{"name": "image", "stages": [{"type": "disk.partition", "options": {...}}, ...]}]}
 
 `imgbuild plan` writes it (YAML or JSON), `imgbuild build` validates all of it before anything runs: the
-document against `manifest.schema.json`, then each stage's options against its kind's JSON Schema. Errors name
+document against `manifest.schema.json`, then each stage's options against its kind's JSON Schema, then the
+whole manifest against what each stage kind declares it needs (builder/manifest_check.py). Errors name
 the path (`pipelines[0].stages[3].options.size`), as osbuild does.
 """
 
@@ -24,6 +25,7 @@ import jsonschema
 import yaml
 
 from builder.errors import ManifestError
+from builder.manifest_check import check as check_declarations
 from builder.stages import registry
 
 VERSION = "imgbuild/1"
@@ -147,6 +149,8 @@ def validate(data: Any) -> Manifest:
                 raise _schema_error(stage_errors[0], ["pipelines", p, "stages", s, "options"])
             stages.append(Stage(raw_stage["type"], options))
         pipelines.append(Pipeline(raw_pipeline["name"], tuple(stages)))
+    # Then the manifest as a whole: order, names, source (builder/manifest_check.py).
+    check_declarations(data)
     src = data["source"]
     return Manifest(Source(src["reference"], src["digest"], src["arch"]), tuple(pipelines))
 

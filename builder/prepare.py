@@ -7,7 +7,6 @@ stage finds it in the cache.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from builder.ostree.importer import import_image
 from builder.source.fetch import fetch_image
 from builder.source.inspect import require_bootable
 from builder.source.reference import parse_reference
+from builder.stages.records import StageRecords
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,4 @@ def remember_import(manifest: Manifest, prepared: Prepared, cache: Path) -> None
             "arch": prepared.facts.arch.value,
         },
     ):
-        records = cache / "stages"
-        records.mkdir(parents=True, exist_ok=True)
-        (records / f"{manifest.stage_ids()[0]}.json").write_text(
-            json.dumps(prepared.import_record, sort_keys=True)
-        )
+        StageRecords(cache).write(manifest.stage_ids()[0], prepared.import_record)

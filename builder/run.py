@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from builder import faults
 from builder.errors import CommandFailed, ToolMissing
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ def run(
     that a failure can show its tail. `env` adds to the clean environment.
     """
     args = _argv(argv)
+    faults.point(args[0].rsplit("/", 1)[-1])
     if "/" not in args[0]:
         require(args[0])
     log.debug("run: %s", shlex.join(args))
@@ -191,6 +193,7 @@ def spawn(
     exit raises CommandFailed with the tail of stderr when stderr was piped.
     """
     args = _argv(argv)
+    faults.point(args[0].rsplit("/", 1)[-1])
     if "/" not in args[0]:
         require(args[0])
     log.debug("spawn: %s", shlex.join(args))

@@ -1,7 +1,8 @@
 """Executes a manifest: one stage after another, cached stages restored, every resource released.
 
-All resources of a build (work directory, loop devices, mounts) hang off one ExitStack, released on
-success, failure, Ctrl-C and SIGTERM (turned into an exception here). Outputs are written in a work
+All resources of a build (work directory, loop devices, mounts) hang off one ReleaseStack, released on
+success, failure, Ctrl-C and SIGTERM (turned into an exception here); a release that fails is reported beside
+the error that stopped the build, never instead of it. Outputs are written in a work
 directory inside the output directory and renamed to their final names only when every stage has
 succeeded; `result.json` and the manifest used are written last, beside them.
 """
@@ -11,28 +12,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import signal
 import tempfile
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from builder import __version__
+from builder import __version__, faults
+from builder.devices import ReleaseStack
 from builder.errors import ImgbuildError, StageFailed
-from builder.manifest import Manifest
+from builder.manifest import Manifest, Stage
+from builder.manifest_check import check as check_declarations
 from builder.progress import Progress
 from builder.stages import registry
 from builder.stages.context import BuildContext
+from builder.stages.records import StageRecords
 
 log = logging.getLogger(__name__)
-
-# For tests of the cleanup paths: IMGBUILD_FAIL_STAGE=<stage type or index> makes that stage fail after its
-# work is done (with the resources of the earlier stages still held).
-FAIL_STAGE_ENV = "IMGBUILD_FAIL_STAGE"
 
 
 class Terminated(KeyboardInterrupt):
@@ -102,19 +100,14 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _stage_cache(cache: Path) -> Path:
-    path = cache / "stages"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _should_fail(index: int, kind: str) -> bool:
-    wanted = os.environ.get(FAIL_STAGE_ENV)
-    return wanted is not None and wanted in (kind, str(index))
-
-
-def build(manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progress) -> BuildResult:
+def build(
+    manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progress, preflight: bool = True
+) -> BuildResult:
+    """Run `manifest`. `preflight=False` when the caller has just planned it and made the same checks
+    (`imgbuild FORMAT REF`: the blueprint was checked against this image a moment ago)."""
     started = time.monotonic()
+    # A manifest made in-process (plan, then build) is checked as one read from a file is, before any work.
+    check_declarations(manifest.to_dict())
     for directory, what in ((output_dir, "output"), (cache, "cache")):
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -126,7 +119,7 @@ def build(manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progre
     stages = list(manifest.stages())
     ids = manifest.stage_ids()
     total = len(stages)
-    with _Interrupts() as interrupts, ExitStack() as stack:
+    with _Interrupts() as interrupts, ReleaseStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".imgbuild-", dir=output_dir)))
         ctx = BuildContext(
             workdir=workdir,
@@ -138,8 +131,11 @@ def build(manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progre
             arch=manifest.source.arch,
         )
         try:
+            checks = _Preflight(stages if preflight else [])
+            checks.run(ctx)
             for index, ((path, stage), stage_id) in enumerate(zip(stages, ids, strict=True), start=1):
                 _run_stage(index, total, path, stage.type, dict(stage.options), stage_id, ctx)
+                checks.made(stage.type, ctx)
             interrupts.hold()
             outputs = _finish(ctx, output_dir)
         except ImgbuildError as e:
@@ -171,6 +167,43 @@ def build(manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progre
     return BuildResult(tuple(outputs), result_file, manifest_file, time.monotonic() - started)
 
 
+class _Preflight:
+    """Each stage's preflight, run once the facts it needs exist (see StageKind.preflight_needs)."""
+
+    def __init__(self, stages: list[tuple[str, Stage]]) -> None:
+        self.total = len(stages)
+        self.facts: set[str] = set()
+        self.waiting = [
+            (index, path, stage)
+            for index, (path, stage) in enumerate(stages, start=1)
+            if _kind(stage.type).preflight_needs
+        ]
+
+    def made(self, kind_name: str, ctx: BuildContext) -> None:
+        self.facts.update(_kind(kind_name).makes)
+        self.run(ctx)
+
+    def run(self, ctx: BuildContext) -> None:
+        for entry in list(self.waiting):
+            index, path, stage = entry
+            kind = _kind(stage.type)
+            if not set(kind.preflight_needs) <= self.facts:
+                continue
+            self.waiting.remove(entry)
+            try:
+                kind.preflight(dict(stage.options), ctx)
+            except ImgbuildError as e:
+                e.message = f"stage {index}/{self.total} {stage.type} ({path}) refused: {e.message}"
+                raise
+
+
+def _kind(name: str) -> type[registry.StageKind]:
+    kind = registry.get(name)
+    if kind is None:  # manifest_check refuses such a manifest before the build starts
+        raise StageFailed(f"unknown stage type {name!r}")
+    return kind
+
+
 def _run_stage(
     index: int,
     total: int,
@@ -180,22 +213,24 @@ def _run_stage(
     stage_id: str,
     ctx: BuildContext,
 ) -> None:
-    kind = registry.get(kind_name)
-    assert kind is not None, "validated manifests only name known stage kinds"
+    kind = _kind(kind_name)
     stage = kind()
     ctx.progress.stage_started(index, total, kind_name, stage_id)
     t0 = time.monotonic()
-    record_file = _stage_cache(ctx.cache) / f"{stage_id}.json"
+    records = StageRecords(ctx.cache)
     cached = False
     try:
-        if kind.cacheable and record_file.exists():
-            cached = stage.restore(json.loads(record_file.read_text()), options, ctx)
+        faults.stage_started(index, kind_name)
+        if kind.cacheable:
+            record, damaged = records.read(stage_id)
+            if damaged is not None:
+                ctx.progress.message(damaged)
+            cached = record is not None and stage.restore(record, options, ctx)
         if not cached:
             record = stage.run(options, ctx)
             if kind.cacheable and record is not None:
-                _write_atomic(record_file, json.dumps(record, sort_keys=True))
-        if _should_fail(index, kind_name):
-            raise StageFailed(f"failure injected by {FAIL_STAGE_ENV}")
+                records.write(stage_id, record)
+        faults.stage_finished(index, kind_name)
     except StageFailed as e:
         raise StageFailed(
             f"stage {index}/{total} {kind_name} ({path}) failed: {e.message}", hint=e.hint

@@ -1,12 +1,21 @@
-"""`imgbuild blueprint check|show FILE`: validate a blueprint without building, or print it normalised."""
+"""`imgbuild blueprint check|show FILE`: validate a blueprint without building, or print it normalised.
+
+`check --image REF` also checks it against that image (fetched and imported into the cache, as `plan` does):
+units, accounts, time zone and paths the image does not have are refused as `plan` and the build refuse them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from builder.arch import Arch
 from builder.blueprint import dump_toml, load_blueprint
 from builder.customize import describe
+from builder.customize.image_view import check_against_image
+from builder.paths import cache_dir
+from builder.prepare import prepare
 
 FORMAT_CHOICES = ("toml", "json", "yaml")
 
@@ -14,7 +23,12 @@ FORMAT_CHOICES = ("toml", "json", "yaml")
 def check(args: argparse.Namespace) -> int:
     bp = load_blueprint(args.file, args.format)
     name = bp.name or "(unnamed)"
-    print(f"blueprint {name} {bp.version}: valid")
+    if args.image is not None:
+        prepared = prepare(args.image, arch=args.arch, cache=cache_dir())
+        record = prepared.import_record
+        check_against_image(bp, Path(record["repo"]), record["commit"])
+    against = f" for {args.image}" if args.image is not None else ""
+    print(f"blueprint {name} {bp.version}: valid{against}")
     for line in describe(bp):
         print(f"  {line}")
     arguments = bp.kernel_arguments()
@@ -44,6 +58,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action.add_argument(
             "--format", choices=FORMAT_CHOICES, help="the blueprint's format (default: from FILE)"
         )
+        if name == "check":
+            action.add_argument(
+                "--image", metavar="REF", help="also check it against this container image, as plan does"
+            )
+            action.add_argument("--arch", type=Arch.parse, help="the image's architecture (with --image)")
         if name == "show":
             action.add_argument("--output", choices=("toml", "json"), default="toml", help="output format")
         action.set_defaults(func=func)

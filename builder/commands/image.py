@@ -10,6 +10,7 @@ from builder import manifest as manifest_mod
 from builder import run
 from builder.arch import Arch
 from builder.blueprint import Blueprint, load_blueprint, parse_size
+from builder.customize.image_view import check_against_image
 from builder.errors import ImgbuildError, NeedsRoot
 from builder.paths import cache_dir
 from builder.plan import PlanOptions, Rootfs, plan
@@ -59,6 +60,8 @@ def _make_manifest(fmt: Format, args: argparse.Namespace) -> manifest_mod.Manife
         )
     cache = cache_dir()
     prepared = prepare(args.reference, arch=args.arch, cache=cache)
+    # What the build's ostree.customize would refuse is refused now, before any disk is partitioned.
+    check_against_image(blueprint, Path(prepared.import_record["repo"]), prepared.import_record["commit"])
     options = PlanOptions(rootfs=args.rootfs, size=args.size, seed=args.seed, compression=args.compress)
     manifest = plan(prepared.facts, blueprint, fmt, options)
     remember_import(manifest, prepared, cache)
@@ -73,9 +76,15 @@ def _require_root() -> None:
         )
 
 
-def _build(manifest: manifest_mod.Manifest, args: argparse.Namespace) -> int:
+def _build(manifest: manifest_mod.Manifest, args: argparse.Namespace, *, planned_here: bool = False) -> int:
     _require_root()
-    result = build(manifest, output_dir=args.output, cache=cache_dir(), progress=Progress(args.progress))
+    result = build(
+        manifest,
+        output_dir=args.output,
+        cache=cache_dir(),
+        progress=Progress(args.progress),
+        preflight=not planned_here,  # _make_manifest made the same checks a moment ago
+    )
     if args.progress is not ProgressMode.JSON:
         for output in result.outputs:
             print(args.output / output["path"])
@@ -106,7 +115,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_image(args: argparse.Namespace) -> int:
     _require_root()
-    return _build(_make_manifest(Format(args.command), args), args)
+    return _build(_make_manifest(Format(args.command), args), args, planned_here=True)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

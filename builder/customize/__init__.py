@@ -14,10 +14,19 @@ from builder.blueprint.model import Blueprint, DiskCustomization, LvmPartition, 
 from builder.customize.accounts import AccountFiles, apply_accounts, plan_accounts
 from builder.customize.files import apply_files, check_files
 from builder.customize.ignition import apply_ignition, check_ignition
-from builder.customize.services import apply_services, check_services
+from builder.customize.services import PRESET, apply_services, check_services
+from builder.customize.sshd import DROP_IN as SSHD_DROP_IN
 from builder.customize.sshd import apply_sshd, check_sshd, sshd_lines
-from builder.customize.system import apply_hostname, apply_locale, apply_ntp, apply_timezone, check_timezone
+from builder.customize.system import (
+    TIMESYNCD_DROP_IN,
+    apply_hostname,
+    apply_locale,
+    apply_ntp,
+    apply_timezone,
+    check_timezone,
+)
 from builder.customize.target import Target
+from builder.errors import BlueprintError
 
 __all__ = ["Target", "apply", "check", "describe"]
 
@@ -34,8 +43,29 @@ STEPS: tuple[Callable[[Blueprint, Target], list[str]], ...] = (
 )
 
 
+def _system_files(bp: Blueprint) -> list[str]:
+    """The files the system customizations write (whole files, renamed over what is there)."""
+    paths = ["/etc/hostname"] if bp.hostname is not None else []
+    paths += [TIMESYNCD_DROP_IN] if bp.ntpservers else []
+    paths += ["/etc/locale.conf"] if bp.languages else []
+    paths += ["/etc/vconsole.conf"] if bp.keyboard is not None else []
+    paths += ["/etc/localtime"] if bp.timezone is not None else []
+    paths += [PRESET] if bp.services_enabled or bp.services_disabled else []
+    paths += [SSHD_DROP_IN] if sshd_lines(bp) else []
+    return paths
+
+
+def _check_system_files(bp: Blueprint, target: Target) -> None:
+    """Nothing is written through a link of the image (check_writable) nor over one of its directories."""
+    for path in _system_files(bp):
+        host = target.check_writable(path)
+        if host.is_dir() and not host.is_symlink():
+            raise BlueprintError(f"cannot write {path}: it is a directory in the image")
+
+
 def check(bp: Blueprint, target: Target) -> None:
     """Everything that can refuse the blueprint against this image, before anything is written."""
+    _check_system_files(bp, target)
     accounts = plan_accounts(bp, target).files if (bp.users or bp.groups or bp.sshkeys) else None
     check_services(bp, target)
     check_timezone(bp, target)

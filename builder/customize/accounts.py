@@ -243,8 +243,22 @@ class AccountPlan:
     done: list[str]
 
 
+def _check_account_files(target: Target) -> None:
+    """The files users and groups are written to must be plain files (or absent): a link would be replaced
+    by a file holding only what imgbuild read (nothing, since it does not read through the image's links)."""
+    for name in ("passwd", "shadow", "group", "gshadow"):
+        host = target.host(f"/etc/{name}")
+        if host.is_symlink() or host.is_dir():
+            what = "a symlink" if host.is_symlink() else "a directory"
+            raise BlueprintError(
+                f"customizations.user: /etc/{name} is {what} in the image, so accounts cannot be added",
+                hint="imgbuild writes accounts into plain /etc/passwd, shadow, group and gshadow files",
+            )
+
+
 def plan_accounts(bp: Blueprint, target: Target) -> AccountPlan:
     """The account files as they will be, in memory: every conflict fails here, before anything is written."""
+    _check_account_files(target)
     files = AccountFiles.read(target)
     done = []
     for group in bp.groups:

@@ -42,6 +42,13 @@ def check_files(bp: Blueprint, target: Target, accounts: AccountFiles) -> None:
     made: set[str] = set()
     for index, directory in enumerate(bp.directories):
         _owner(accounts, directory, "directories", index)
+        host = target.check_writable(directory.path)
+        if host.is_symlink() or (host.exists() and not host.is_dir()):
+            what = "a symlink" if host.is_symlink() else "a file"
+            raise BlueprintError(
+                f"customizations.directories[{index}]: {directory.path} is {what} in the image",
+                hint="a directory is never made over (or through) something the image ships",
+            )
         explicit = directory.mode is not None or directory.user is not None or directory.group is not None
         if _is_directory(target, directory.path):
             if explicit:
@@ -63,10 +70,16 @@ def check_files(bp: Blueprint, target: Target, accounts: AccountFiles) -> None:
             path = path.rsplit("/", 1)[0]
     for index, file in enumerate(bp.files):
         _owner(accounts, file, "files", index)
+        target.check_writable(file.path)
         parent = file.path.rsplit("/", 1)[0]
         # The roots files may go under are made when missing: /var/roothome and /var/usrlocal/bin are made
         # by systemd-tmpfiles on first boot, so a fresh stateroot does not have them yet.
-        if parent not in FILE_ROOTS and parent not in made and not _is_directory(target, parent):
+        if (
+            parent not in FILE_ROOTS
+            and parent not in made
+            and target.known(parent)
+            and not _is_directory(target, parent)
+        ):
             raise BlueprintError(
                 f"customizations.files[{index}]: the parent of {file.path} does not exist in the image",
                 hint=f"add {parent} to customizations.directories (with ensure_parents = true if needed)",

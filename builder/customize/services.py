@@ -30,10 +30,14 @@ class Install:
     aliases: tuple[str, ...] = ()
     also: tuple[str, ...] = ()
     default_instance: str | None = None
+    masked: bool = False  # the unit resolves to /dev/null
 
     @property
     def empty(self) -> bool:
         return not (any(self.dependencies.values()) or self.aliases or self.also)
+
+    def wanted_by(self, key: str) -> tuple[str, ...]:
+        return self.dependencies.get(key, ())
 
 
 def _template_of(name: str) -> tuple[str, str | None]:
@@ -89,24 +93,37 @@ def _resolve(target: Target, path: str) -> str | None:
     return None
 
 
-def find_unit(target: Target, name: str, key: str) -> Install:
-    """The [Install] section of the unit file `name` (or its template) resolves to, aliases followed."""
+def lookup_unit(target: Target, name: str, key: str) -> Install | None:
+    """The [Install] section of the unit file `name` (or its template) resolves to, aliases followed;
+    None when the image has no such unit. A masked unit comes back with `masked` set."""
     template, _ = _template_of(name)
     # With a merged /usr, /lib is a link to usr/lib: the same files, and a link this code does not follow.
     directories = UNIT_DIRS if not target.image("/lib").is_symlink() else UNIT_DIRS[:2]
     for directory in directories:
         for candidate in dict.fromkeys((name, template)):
-            path = _resolve(target, f"{directory}/{candidate}")
+            where = f"{directory}/{candidate}"
+            path = _resolve(target, where)
             if path == "/dev/null":
-                if key == "enabled":
-                    raise BlueprintError(f"customizations.services.{key}: {name} is masked in the image")
-                return Install(path=f"{directory}/{candidate}")
+                return Install(path=where, masked=True)
             if path is not None:
                 return _parse_install(path, target.image(path).read_text(encoding="utf-8", errors="replace"))
-    raise BlueprintError(
-        f"customizations.services.{key}: the image has no unit {name}",
-        hint="name a unit from the image's /usr/lib/systemd/system (check the spelling and the suffix)",
-    )
+            if target.image(where).is_dir() and not target.image(where).is_symlink():
+                # systemctl: "Failed to look up unit file state: Is a directory".
+                raise BlueprintError(
+                    f"customizations.services.{key}: {where} is a directory in the image, not a unit file"
+                )
+    return None
+
+
+def find_unit(target: Target, name: str, key: str) -> Install:
+    """Like lookup_unit, but the unit must exist (enable and disable, as systemctl requires)."""
+    install = lookup_unit(target, name, key)
+    if install is None:
+        raise BlueprintError(
+            f"customizations.services.{key}: the image has no unit {name}",
+            hint="name a unit from the image's /usr/lib/systemd/system (check the spelling and the suffix)",
+        )
+    return install
 
 
 @dataclass
@@ -124,6 +141,11 @@ def _enable(target: Target, name: str, seen: set[str]) -> list[tuple[str, str]]:
         return []
     seen.add(name)
     install = find_unit(target, name, "enabled")
+    if install.masked:
+        raise BlueprintError(
+            f"customizations.services.enabled: {name} is masked in the image ({install.path})",
+            hint="a masked unit cannot be enabled (systemctl refuses it too)",
+        )
     real_name = posixpath.basename(install.path)
     if "@" not in name and real_name != name:
         name = real_name  # an alias: systemctl enables the unit it names
@@ -143,7 +165,7 @@ def _enable(target: Target, name: str, seen: set[str]) -> list[tuple[str, str]]:
     links = [
         (f"{ETC_UNITS}/{wanted_by}.{suffix}/{name}", install.path)
         for key, suffix in DEPENDENCY_DIRS.items()
-        for wanted_by in install.dependencies[key]
+        for wanted_by in install.wanted_by(key)
     ]
     links += [
         (f"{ETC_UNITS}/{alias}", install.path)
@@ -161,11 +183,13 @@ def _disable(target: Target, name: str, seen: set[str]) -> list[Path]:
         return []
     seen.add(name)
     install = find_unit(target, name, "disabled")
+    if install.masked:
+        return []  # systemctl: "Unit ... is masked, ignoring"; the mask stays
     vendor = [
         f"{d}/{wanted_by}.{suffix}/{name}"
         for d in UNIT_DIRS[1:]
         for key, suffix in DEPENDENCY_DIRS.items()
-        for wanted_by in install.dependencies[key]
+        for wanted_by in install.wanted_by(key)
         if target.image(f"{d}/{wanted_by}.{suffix}/{name}").is_symlink()
     ]
     if vendor:
@@ -188,12 +212,16 @@ def _disable(target: Target, name: str, seen: set[str]) -> list[Path]:
 
 
 def _check_mask(target: Target, name: str) -> None:
-    find_unit(target, name, "masked")
+    """As `systemctl mask`: any name can be masked, present in the image or not, except over a real file
+    or directory in /etc/systemd/system (systemctl: 'file ... already exists')."""
     host = target.host(f"{ETC_UNITS}/{name}")
-    if host.is_file() and not host.is_symlink():
-        raise BlueprintError(
-            f"customizations.services.masked: {name} is a unit file in the image's /etc, it cannot be masked"
-        )
+    if host.is_symlink() or not host.exists():
+        return
+    what = "a directory" if host.is_dir() else "a unit file"
+    raise BlueprintError(
+        f"customizations.services.masked: {ETC_UNITS}/{name} is {what} in the image, it cannot be masked",
+        hint="systemctl mask refuses this too: a mask is a link in /etc/systemd/system",
+    )
 
 
 def plan_services(bp: Blueprint, target: Target) -> ServicePlan:
@@ -208,7 +236,12 @@ def plan_services(bp: Blueprint, target: Target) -> ServicePlan:
         removals = _disable(target, name, set())
         plan.removals += removals
         plan.presets.append(f"disable {name}")
-        plan.done.append(f"service {name}: disabled ({len(removals)} links removed)")
+        masked = find_unit(target, name, "disabled").masked
+        plan.done.append(
+            f"service {name}: "
+            + ("masked in the image, left masked" if masked else "disabled")
+            + f" ({len(removals)} links removed)"
+        )
     for name in bp.services_masked:
         _check_mask(target, name)
         plan.links.append((f"{ETC_UNITS}/{name}", "/dev/null"))

@@ -25,6 +25,13 @@ class Target:
     deploy_root: Path
     var_root: Path
     boot_root: Path | None
+    # False for the plan-time view of an image (builder/customize/image_view.py): its /var is only seeded
+    # when it is deployed, so what is under /var cannot be checked yet.
+    var_known: bool = True
+
+    def known(self, path: str) -> bool:
+        """Whether this target can tell what is at `path` (in the image) now."""
+        return self.var_known or self.locate(path)[0] != self.var_root
 
     def locate(self, path: str) -> tuple[Path, Path]:
         """(base directory, file) holding the booted system's absolute `path`."""
@@ -53,6 +60,10 @@ class Target:
     def image(self, path: str) -> Path:
         """A path inside the deployment for reading what the image ships (/usr, /etc)."""
         return self.deploy_root.joinpath(*[p for p in path.split("/") if p not in ("", ".", "..")])
+
+    def check_writable(self, path: str) -> Path:
+        """The host path for `path`, refused when a directory on the way is a symlink in the image."""
+        return self._check_no_symlink(path)
 
     def _check_no_symlink(self, path: str) -> Path:
         base, host = self.locate(path)

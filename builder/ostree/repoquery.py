@@ -87,6 +87,29 @@ class CommitTree:
         data = self.read_bytes(path)
         return None if data is None else data.decode("utf-8", "replace")
 
+    def symlink_target(self, path: str) -> str | None:
+        if self._type(path) != Gio.FileType.SYMBOLIC_LINK:
+            return None
+        info = self._file(path).query_info("standard::symlink-target", _NOFOLLOW, None)
+        return str(info.get_symlink_target())
+
+    def copy(self, path: str, dest: Path) -> int:
+        """Copy `path` (a regular file, a symlink as it is, or a directory with everything below it) to
+        `dest`; return how many entries were copied (0 when the commit has no such path)."""
+        kind = self._type(path)
+        if kind == Gio.FileType.SYMBOLIC_LINK:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.symlink_to(self.symlink_target(path) or "")
+            return 1
+        if kind == Gio.FileType.REGULAR:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(self.read_bytes(path) or b"")
+            return 1
+        if kind != Gio.FileType.DIRECTORY:
+            return 0
+        dest.mkdir(parents=True, exist_ok=True)
+        return 1 + sum(self.copy(f"{path.rstrip('/')}/{name}", dest / name) for name in self.listdir(path))
+
     def extract(self, dest: Path, files: Iterable[str], dirs: Iterable[str] = ()) -> None:
         """Copy the regular files `files`, and the regular files directly in `dirs`, to the same paths in
         `dest`."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from builder.arch import Arch
 from builder.bootloader.grub_bios import install_grub_bios
@@ -23,17 +23,29 @@ from builder.disk.esp import populate_esp
 from builder.errors import StageFailed
 from builder.stages.context import BuildContext
 from builder.stages.registry import StageKind
-from builder.stages.sysroot import mounted_sysroot
+from builder.stages.sysroot import mount_problems, mounted_sysroot
 
 
 class Grub(StageKind, kind="bootloader.grub"):
+    needs = ("disk", "deployment")
+    refers: ClassVar[Mapping[str, str]] = {
+        "mounts[].partition": "filesystem",
+        "boot_partition": "filesystem",
+        "bios.partition": "partition",
+        "efi.partition": "filesystem",
+    }
+
+    @classmethod
+    def problems(cls, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        return mount_problems(options["mounts"])
+
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
-        assert ctx.deployment is not None, "bootloader.grub follows ostree.deploy"
+        deployment_dir = ctx.require_deployment()
         disk = ctx.require_disk()
         boot_part = ctx.partition(options["boot_partition"])
         arch = Arch.parse(ctx.arch)
         with mounted_sysroot(ctx, options["mounts"]) as root:
-            deployment = root / ctx.deployment
+            deployment = root / deployment_dir
             boot = root / "boot"
             entries = parse_bls_entries(boot)
             if not entries:

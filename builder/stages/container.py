@@ -7,7 +7,7 @@ merge commit, and is only trusted while the repository still has that commit.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from builder.arch import Arch
 from builder.errors import VerificationError
@@ -21,6 +21,12 @@ from builder.stages.registry import StageKind
 
 class ContainerImport(StageKind, kind="container.import"):
     cacheable = True
+    makes = ("commit",)
+    source_options: ClassVar[Mapping[str, str]] = {
+        "reference": "reference",
+        "digest": "digest",
+        "arch": "arch",
+    }
 
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> Mapping[str, Any]:
         ref = parse_reference(options["reference"])
@@ -42,7 +48,11 @@ class ContainerImport(StageKind, kind="container.import"):
 
     def restore(self, record: Mapping[str, Any], options: Mapping[str, Any], ctx: BuildContext) -> bool:
         repo = ctx.cache / "repo"
-        if str(repo) != record.get("repo") or not has_commit(repo, record["commit"]):
+        commit, image_ref = record.get("commit"), record.get("image_ref")
+        # A record from elsewhere, or not of this shape, or whose commit is gone: import again.
+        if str(repo) != record.get("repo") or not isinstance(commit, str) or not isinstance(image_ref, str):
             return False
-        ctx.repo, ctx.commit, ctx.image_refs = repo, record["commit"], (record["image_ref"],)
+        if not has_commit(repo, commit):
+            return False
+        ctx.repo, ctx.commit, ctx.image_refs = repo, commit, (image_ref,)
         return True

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from builder.errors import StageFailed
+
 if TYPE_CHECKING:
     from builder.disk.partition import Placed
     from builder.progress import Progress
@@ -40,13 +42,25 @@ class BuildContext:
     deployment: str | None = None
     outputs: list[Output] = field(default_factory=list)
 
+    # The manifest checker (builder/manifest_check.py) makes these failures impossible for a checked
+    # manifest; they stay one-line errors, never a traceback, should a stage kind's declarations be wrong.
     def partition(self, name: str) -> Placed:
         try:
             return self.partitions[name]
         except KeyError:
-            raise KeyError(f"no partition named {name!r}: is disk.partition before this stage?") from None
+            raise StageFailed(f"no partition named {name!r}: is disk.partition before this stage?") from None
 
     def require_disk(self) -> Path:
         if self.disk is None:
-            raise RuntimeError("no disk: the manifest must partition a disk first")
+            raise StageFailed("no disk: the manifest must partition a disk first")
         return self.disk
+
+    def require_commit(self) -> tuple[Path, str]:
+        if self.repo is None or self.commit is None:
+            raise StageFailed("no image imported: the manifest must start with container.import")
+        return self.repo, self.commit
+
+    def require_deployment(self) -> str:
+        if self.deployment is None:
+            raise StageFailed("no deployment: ostree.deploy must come before this stage")
+        return self.deployment

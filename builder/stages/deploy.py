@@ -6,12 +6,13 @@ Deploying into the mounted partitions writes the content once (no tree copied in
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from builder.blueprint import parse_blueprint
+from builder.blueprint import Blueprint, parse_blueprint
 from builder.customize import apply as apply_customizations
+from builder.customize.image_view import check_against_image
 from builder.ostree.deploy import (
     Deployment,
     MountSpec,
@@ -26,24 +27,36 @@ from builder.ostree.deploy import (
 )
 from builder.stages.context import BuildContext
 from builder.stages.registry import StageKind
-from builder.stages.sysroot import mounted_sysroot
+from builder.stages.sysroot import mount_problems, mounted_sysroot
+
+
+def _blueprint(options: Mapping[str, Any]) -> Blueprint:
+    return parse_blueprint(json.dumps(options["blueprint"]), "json", "manifest blueprint")
 
 
 def _deployment(root: Path, options: Mapping[str, Any], ctx: BuildContext) -> Deployment:
-    assert ctx.commit is not None, "ostree stages follow container.import"
-    return find_deployment(root, stateroot=options["stateroot"], commit=ctx.commit)
+    _, commit = ctx.require_commit()
+    return find_deployment(root, stateroot=options["stateroot"], commit=commit)
 
 
 class Deploy(StageKind, kind="ostree.deploy"):
+    needs = ("commit", "disk")
+    makes = ("deployment",)
+    refers: ClassVar[Mapping[str, str]] = {"mounts[].partition": "filesystem"}
+
+    @classmethod
+    def problems(cls, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        return mount_problems(options["mounts"])
+
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
-        assert ctx.repo is not None and ctx.commit is not None, "ostree.deploy follows container.import"
+        repo, commit = ctx.require_commit()
         with mounted_sysroot(ctx, options["mounts"]) as root:
             init_sysroot(root, stateroot=options["stateroot"], readonly=options["readonly"])
-            pull_commit(ctx.repo, root, ctx.commit, refs=ctx.image_refs)
+            pull_commit(repo, root, commit, refs=ctx.image_refs)
             deployment = deploy(
                 root,
                 stateroot=options["stateroot"],
-                commit=ctx.commit,
+                commit=commit,
                 kargs=options["kernel_args"],
                 origin_ref=options["origin"],
                 source_digest=ctx.source_digest,
@@ -58,8 +71,23 @@ class Deploy(StageKind, kind="ostree.deploy"):
 class Customize(StageKind, kind="ostree.customize"):
     """The blueprint's customizations, written into the deployment's /etc, the stateroot's /var and /boot."""
 
+    needs = ("commit", "disk", "deployment")
+    preflight_needs = ("commit",)
+
+    @classmethod
+    def preflight(cls, options: Mapping[str, Any], ctx: BuildContext) -> None:
+        """The blueprint against the imported image, before anything is partitioned (as `plan` does)."""
+        repo, commit = ctx.require_commit()
+        check_against_image(_blueprint(options), repo, commit)
+
+    refers: ClassVar[Mapping[str, str]] = {"mounts[].partition": "filesystem"}
+
+    @classmethod
+    def problems(cls, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        return mount_problems(options["mounts"])
+
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
-        blueprint = parse_blueprint(json.dumps(options["blueprint"]), "json", "manifest blueprint")
+        blueprint = _blueprint(options)
         with mounted_sysroot(ctx, options["mounts"]) as root:
             deployment = _deployment(root, options, ctx)
             for line in apply_customizations(
@@ -70,6 +98,13 @@ class Customize(StageKind, kind="ostree.customize"):
 
 class Selinux(StageKind, kind="ostree.selinux"):
     """Label what the build created outside the commit with the image's own file_contexts."""
+
+    needs = ("commit", "disk", "deployment")
+    refers: ClassVar[Mapping[str, str]] = {"mounts[].partition": "filesystem"}
+
+    @classmethod
+    def problems(cls, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        return mount_problems(options["mounts"])
 
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
         with mounted_sysroot(ctx, options["mounts"]) as root:

@@ -2,36 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 from builder import run
 from builder.devices import loop_device, mounted
 from builder.disk.mkfs import make_filesystem
-from builder.disk.partition import PartitionSpec, create_gpt
+from builder.disk.partition import PartitionError, PartitionSpec, create_gpt, layout
 from builder.stages.context import BuildContext
 from builder.stages.registry import StageKind
 
 
+def _specs(options: Mapping[str, Any]) -> list[PartitionSpec]:
+    return [
+        PartitionSpec(
+            name=p["name"],
+            type_guid=p["type"],
+            size=p["size"],
+            uuid=p["uuid"],
+            bootable=p.get("bootable", False),
+        )
+        for p in options["partitions"]
+    ]
+
+
 class Partition(StageKind, kind="disk.partition"):
+    makes = ("disk",)
+    defines: ClassVar[Mapping[str, str]] = {"partitions[].name": "partition"}
+
+    @classmethod
+    def problems(cls, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        try:
+            layout(options["size"], _specs(options))
+        except PartitionError as e:
+            yield "partitions", e.message
+
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
         disk = ctx.workdir / options["filename"]
-        specs = [
-            PartitionSpec(
-                name=p["name"],
-                type_guid=p["type"],
-                size=p["size"],
-                uuid=p["uuid"],
-                bootable=p.get("bootable", False),
-            )
-            for p in options["partitions"]
-        ]
-        placed = create_gpt(disk, options["size"], specs, disk_guid=options["uuid"])
+        placed = create_gpt(disk, options["size"], _specs(options), disk_guid=options["uuid"])
         ctx.disk = disk
         ctx.partitions = {p.spec.name: p for p in placed}
 
 
 class MakeFilesystem(StageKind, kind="fs.mkfs"):
+    needs = ("disk",)
+    refers: ClassVar[Mapping[str, str]] = {"partition": "partition"}
+    defines: ClassVar[Mapping[str, str]] = {"partition": "filesystem"}
+
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
         make_filesystem(
             ctx.require_disk(),
@@ -44,6 +61,9 @@ class MakeFilesystem(StageKind, kind="fs.mkfs"):
 
 class BtrfsSubvolumes(StageKind, kind="fs.btrfs-subvolumes"):
     """Subvolumes at the top level of a btrfs filesystem, for a [customizations.disk] btrfs partition."""
+
+    needs = ("disk",)
+    refers: ClassVar[Mapping[str, str]] = {"partition": "filesystem"}
 
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> None:
         part = ctx.partition(options["partition"])

@@ -3,13 +3,17 @@
 A stage kind subclasses StageKind with `kind="..."`; that registers it once, loads its JSON Schema from
 `schemas/<kind>.json` beside this module and checks that the schema is itself valid and closed
 (`additionalProperties: false`).
+
+A kind also declares what it needs from earlier stages and what it makes (facts, partition and filesystem
+names, pipelines it reads, options that repeat the manifest's source): builder/manifest_check.py checks a
+whole manifest against these declarations before anything runs, so a new kind only declares its own.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -38,6 +42,17 @@ class StageKind:
     schema: ClassVar[dict[str, Any]]
     # Whether the runner may skip the stage when a record of the same stage id exists in the cache.
     cacheable: ClassVar[bool] = False
+    # What builder/manifest_check.py checks (see there): facts needed from earlier stages and made for later
+    # ones ("commit", "disk", "deployment"); option paths naming a partition, filesystem or pipeline made
+    # earlier, or defining names; options that must equal the manifest's source fields.
+    needs: ClassVar[tuple[str, ...]] = ()
+    makes: ClassVar[tuple[str, ...]] = ()
+    refers: ClassVar[Mapping[str, str]] = {}
+    defines: ClassVar[Mapping[str, str]] = {}
+    source_options: ClassVar[Mapping[str, str]] = {}
+    # Facts `preflight` needs: the runner calls it as soon as earlier stages have made them, before the
+    # stages in between run (the blueprint is checked against the imported commit before any disk exists).
+    preflight_needs: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, /, kind: str, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -49,6 +64,16 @@ class StageKind:
         if cls.schema.get("additionalProperties") is not False:
             raise TypeError(f"schema of stage kind {kind} must set additionalProperties: false")
         _REGISTRY[kind] = cls
+
+    @classmethod
+    def problems(cls, options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        """What is wrong with schema-valid options on their own (a layout that does not fit), as (option
+        path, message) pairs; checked with the rest of the manifest before anything runs."""
+        return iter(())
+
+    @classmethod
+    def preflight(cls, options: Mapping[str, Any], ctx: BuildContext) -> None:
+        """Refuse, early, what `run` would refuse later (see preflight_needs)."""
 
     @classmethod
     def validator(cls) -> jsonschema.Draft202012Validator:

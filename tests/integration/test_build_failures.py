@@ -1,5 +1,6 @@
-"""A failure in each stage in turn, and SIGTERM mid-build: a clear message, nothing attached, mounted or
-half-written."""
+"""A failure in each stage in turn (after its work, and in the middle of it while it holds loop devices and
+mounts, for every registered stage kind), and SIGTERM mid-build: a clear message, nothing attached, mounted
+or half-written."""
 
 from __future__ import annotations
 
@@ -9,12 +10,24 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from builder import run
 from builder.example import ExampleImage
+from builder.stages import registry
 from tests.imagebuilds import ROOT, imgbuild, leaked_resources
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+# Kinds that do their work in the target's filesystems: a failure in their middle must find them holding.
+WORKS_IN_MOUNTS = {
+    "fs.btrfs-subvolumes",
+    "ostree.deploy",
+    "ostree.customize",
+    "ostree.selinux",
+    "bootloader.grub",
+}
 
 
 def _stage_types(manifest: Path) -> list[str]:
@@ -85,3 +98,65 @@ def test_unwritable_output_is_one_line(example_x86_64: ExampleImage, tmp_path: P
         "No such file or directory"
     )
     assert leaked_resources(tmp_path) == []
+
+
+def _with_selinux_stage(doc: dict[str, Any]) -> None:
+    """The example carries no SELinux policy; the injected failure comes once the sysroot is mounted, before
+    the policy is read, so a hand-added ostree.selinux stage exercises its cleanup all the same."""
+    stages = doc["pipelines"][0]["stages"]
+    deploy = next(i for i, stage in enumerate(stages) if stage["type"] == "ostree.deploy")
+    options = stages[deploy]["options"]
+    selinux = {"stateroot": options["stateroot"], "mounts": options["mounts"], "policy": "imgbuildtest"}
+    stages.insert(deploy + 1, {"type": "ostree.selinux", "options": selinux})
+
+
+def _manifests(reference: str, tmp_path: Path) -> list[Path]:
+    """Planned manifests that hold every registered stage kind between them."""
+    planned = []
+    for name, fmt, blueprint in (
+        ("btrfs", "qcow2", DATA / "btrfs-subvolumes.toml"),
+        ("hostname", "raw", DATA / "hostname.toml"),
+    ):
+        path = tmp_path / f"{name}.json"
+        imgbuild(["plan", fmt, reference, "--blueprint", blueprint, "-o", path])
+        planned.append(path)
+    doc = json.loads(planned[-1].read_text())
+    _with_selinux_stage(doc)
+    planned.append(tmp_path / "selinux.json")
+    planned[-1].write_text(json.dumps(doc))
+    covered = {kind for path in planned for kind in _stage_types(path)}
+    missing = set(registry.kinds()) - covered
+    assert not missing, f"add a manifest with {sorted(missing)} to this test"
+    return planned
+
+
+def test_failure_in_the_middle_of_each_stage_kind_cleans_up(
+    example_x86_64: ExampleImage, tmp_path: Path
+) -> None:
+    """IMGBUILD_FAIL_STAGE=N:held: the stage fails at the first command (or the point where its work in the
+    mounted sysroot starts) reached while it holds a loop device or a mount. Every stage of the first
+    manifest, and each stage of the others whose kind was not met yet."""
+    seen: set[str] = set()
+    holding: set[str] = set()
+    for manifest in _manifests(example_x86_64.reference, tmp_path):
+        stages = _stage_types(manifest)
+        for index, kind in enumerate(stages, start=1):
+            if kind in seen and manifest.stem != "btrfs":
+                continue
+            seen.add(kind)
+            out = tmp_path / f"out-{manifest.stem}-{index}"
+            result = imgbuild(
+                ["build", manifest, "--output", out, "--progress", "plain"],
+                env={"IMGBUILD_FAIL_STAGE": f"{index}:held"},
+                check=False,
+            )
+            err = result.stderr.decode()
+            assert result.returncode != 0, kind
+            assert f"stage {index}/{len(stages)} {kind}" in err and "Traceback" not in err, err
+            assert "failure injected by IMGBUILD_FAIL_STAGE" in err, err
+            if "while holding" in err:
+                holding.add(kind)
+            assert leaked_resources(tmp_path) == [], kind
+            assert list(out.iterdir()) == [], f"{kind}: {list(out.iterdir())}"
+    assert seen == set(registry.kinds())
+    assert holding >= WORKS_IN_MOUNTS | {"fs.mkfs"}, holding

@@ -201,7 +201,7 @@ def test_template_unit_default_instance(deployment: tuple[Path, Path, Path]) -> 
     ("document", "fragment"),
     [
         ('[customizations.services]\nenabled = ["nosuch"]\n', "the image has no unit nosuch.service"),
-        ('[customizations.services]\nmasked = ["nosuch.socket"]\n', "the image has no unit nosuch.socket"),
+        ('[customizations.services]\ndisabled = ["nosuch.socket"]\n', "the image has no unit nosuch.socket"),
         ('[customizations.services]\nenabled = ["static"]\n', "static.service has no [Install] section"),
         (
             '[customizations.timezone]\ntimezone = "Mars/Olympus"\n',

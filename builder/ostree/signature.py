@@ -188,7 +188,8 @@ def verify_commit(
         )
     if not remote.gpg_verify:
         raise refuse(f"ostree remote {remote.name} ({remote.source}) verifies nothing (gpg-verify=false)")
-    trusted = ", ".join(key_fingerprints(remote)) or ", ".join(str(k) for k in remote.gpg_keys)
+    fingerprints = key_fingerprints(remote)
+    trusted = ", ".join(fingerprints) or ", ".join(str(k) for k in remote.gpg_keys)
     if not remote.gpg_keys:
         raise refuse(f"ostree remote {remote.name} ({remote.source}) has no GPG keys")
     detached = None
@@ -215,15 +216,20 @@ def verify_commit(
             )
         except GLib.Error as e:
             raise refuse(f"commit {head.commit}: its signatures cannot be checked: {e.message}") from None
-    return _judge(result, head.commit, remote, trusted, refuse)
+    return _judge(result, head.commit, remote, fingerprints, refuse)
 
 
-def _judge(result: Any, commit: str, remote: OstreeRemote, trusted: str, refuse: Any) -> SignatureCheck:
+def _judge(
+    result: Any, commit: str, remote: OstreeRemote, fingerprints: list[str], refuse: Any
+) -> SignatureCheck:
     attr = OSTree.GpgSignatureAttr
+    trusted = ", ".join(fingerprints) or ", ".join(str(k) for k in remote.gpg_keys)
     problems: list[str] = []
     for i in range(result.count_all()):
         sig = result.get_all(i)
         fpr = sig.get_child_value(int(attr.FINGERPRINT)).get_string()
+        # For a bad signature gpgme names only the key id (its last 16 digits): name the whole key.
+        fpr = next((f for f in fingerprints if f.endswith(fpr.upper())), fpr)
         if sig.get_child_value(int(attr.VALID)).get_boolean():
             return SignatureCheck(
                 commit,

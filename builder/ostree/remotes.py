@@ -108,17 +108,18 @@ def find_remote(name: str, root: Path | None = None) -> OstreeRemote:
     )
 
 
-def _get(keyfile: GLib.KeyFile, group: str, key: str) -> str | None:
-    return str(keyfile.get_value(group, key)).strip() if keyfile.has_key(group, key) else None
-
-
 def _from_keyfile(name: str, keyfile: GLib.KeyFile, group: str, conf: Path, root: Path) -> OstreeRemote:
-    gpg_verify = (_get(keyfile, group, "gpg-verify") or "true").lower() not in ("false", "0", "no")
-    sign_verify = (_get(keyfile, group, "sign-verify") or "false").lower()
+    present = set(keyfile.get_keys(group)[0])
+
+    def _get(key: str) -> str | None:
+        return str(keyfile.get_value(group, key)).strip() if key in present else None
+
+    gpg_verify = (_get("gpg-verify") or "true").lower() not in ("false", "0", "no")
+    sign_verify = (_get("sign-verify") or "false").lower()
     ed25519 = sign_verify not in ("false", "0", "no") or any(
-        keyfile.has_key(group, k) for k in ("verification-ed25519-key", "verification-ed25519-file")
+        k in present for k in ("verification-ed25519-key", "verification-ed25519-file")
     )
-    paths = [p.strip() for p in re.split(r"[;,]", _get(keyfile, group, "gpgkeypath") or "") if p.strip()]
+    paths = [p.strip() for p in re.split(r"[;,]", _get("gpgkeypath") or "") if p.strip()]
     keys = _key_files(root, paths, conf)
     keyring = root / "ostree" / "repo" / f"{name}.trustedkeys.gpg"
     if keyring.is_file():
@@ -129,7 +130,7 @@ def _from_keyfile(name: str, keyfile: GLib.KeyFile, group: str, conf: Path, root
         str(conf),
         gpg_verify=gpg_verify,
         ed25519=ed25519,
-        url=_get(keyfile, group, "url"),
+        url=_get("url"),
     )
 
 

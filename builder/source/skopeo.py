@@ -71,9 +71,8 @@ class Skopeo:
 
     def _global_args(self, arch: Arch | None, *, deadline: bool = True) -> list[str]:
         # Never --insecure-policy: the signature policy applies to every copy (builder.source.policy).
-        args = ["skopeo"]
-        if self.policy.path is not None:
-            args += ["--policy", str(self.policy.path)]
+        # The policy file is always named, so that skopeo enforces the one imgbuild describes.
+        args = ["skopeo", "--policy", str(self.policy.file())]
         if self.policy.registries_d is not None:
             args += ["--registries.d", str(self.policy.registries_d)]
         if deadline:

@@ -168,3 +168,24 @@ def test_inspect_shows_what_verified(signed: SignedImages, keys: Keys, tmp_path:
         f"ostree commit {signed.commit[:12]}: GPG signature by {keys.good_fpr} "
         f"(imgbuild good <good@test.invalid>), a key of ostree remote testremote (--gpg-key)"
     ]
+
+
+def test_build_from_manifest_verifies_as_planned(
+    signed: SignedImages, keys: Keys, builder_tmp: Path, tmp_path: Path
+) -> None:
+    """The verification settings are in the manifest: a manifest whose key was swapped is refused by build."""
+    env = {"IMGBUILD_CACHE": str(tmp_path / "cache")}
+    manifest = tmp_path / "plan.json"
+    imgbuild(["plan", "raw", _remote_ref(signed.signed), "--gpg-key", keys.good, "-o", manifest], env=env)
+    document = json.loads(manifest.read_text())
+    stage = document["pipelines"][0]["stages"][0]
+    assert stage["type"] == "container.import"
+    assert stage["options"]["ostree_remote"]["gpg_keys"] == [str(keys.good)]
+    stage["options"]["ostree_remote"]["gpg_keys"] = [str(keys.other)]
+    manifest.write_text(json.dumps(document))
+    output = tmp_path / "out"
+    result = imgbuild(["build", manifest, "--output", output], env=env, check=False)
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert "container.import" in line and "which is not a key of ostree remote testremote" in line
+    assert not output.exists() or not any(p.suffix == ".raw" for p in output.iterdir())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from builder.arch import Arch
 from builder.ostree.imageconfig import tree_composefs_policy, tree_image_kargs
@@ -33,6 +35,9 @@ class ImageFacts:
     composefs_reason: str | None  # why, for the manifest
     image_kargs: tuple[str, ...]  # the image's own /usr/lib/bootc/kargs.d arguments
     os_name: str
+    # How the image was verified (builder.source.trust): extra options of container.import, ostree.deploy.
+    import_options: Mapping[str, Any] = field(default_factory=dict)
+    deploy_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _shell_vars(text: str | None) -> dict[str, str]:

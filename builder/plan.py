@@ -286,7 +286,12 @@ def plan(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions
     stages = [
         Stage(
             "container.import",
-            {"reference": facts.reference, "digest": facts.digest, "arch": facts.arch.value},
+            {
+                "reference": facts.reference,
+                "digest": facts.digest,
+                "arch": facts.arch.value,
+                **facts.import_options,
+            },
         ),
         Stage(
             "disk.partition",
@@ -346,6 +351,7 @@ def plan(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions
                 "mount_style": "units",
                 "swap": [uuids[p.name] for p in parts if p.fstype == "swap"],
                 **({"notes": [facts.composefs_reason]} if facts.composefs_reason else {}),
+                **facts.deploy_options,
             },
         )
     )

@@ -7,6 +7,7 @@ stage finds it in the cache.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from builder.manifest import Manifest, Stage
 from builder.ostree.importer import import_image
 from builder.source.fetch import fetch_image
 from builder.source.inspect import require_bootable
-from builder.source.reference import parse_reference
+from builder.source.reference import Reference
+from builder.source.trust import Trust
 from builder.stages.records import StageRecords
 
 
@@ -27,9 +29,10 @@ class Prepared:
     import_record: dict[str, str]
 
 
-def prepare(reference: str, *, arch: Arch | None, cache: Path) -> Prepared:
-    ref = parse_reference(reference)
-    image = fetch_image(ref, arch=arch, cache=cache / "oci")
+def prepare(ref: Reference, *, arch: Arch | None, cache: Path, trust: Trust | None = None) -> Prepared:
+    """`ref` as builder.commands.trust_args resolved it: its signed form when an ostree remote verifies it."""
+    trust = trust or Trust()
+    image = fetch_image(ref, arch=arch, cache=cache / "oci", policy=trust.policy)
     if arch is not None and image.architecture is not arch:
         raise ArchMismatch(
             f"{ref} is a {image.architecture} image, but {arch} was asked for",
@@ -37,8 +40,11 @@ def prepare(reference: str, *, arch: Arch | None, cache: Path) -> Prepared:
         )
     require_bootable(image)
     repo = cache / "repo"
-    result = import_image(image, repo, imgref=ref.skopeo)
+    result = import_image(image, repo, imgref=ref.skopeo, remote=trust.remote, shown=ref.origin)
     facts = gather(image, reference=ref.skopeo, origin=ref.origin, repo=repo, commit=result.merge_commit)
+    facts = dataclasses.replace(
+        facts, import_options=trust.import_options(), deploy_options=trust.deploy_options()
+    )
     record = {"repo": str(repo), "commit": result.merge_commit, "image_ref": result.image_ref}
     return Prepared(facts, record)
 
@@ -52,6 +58,7 @@ def remember_import(manifest: Manifest, prepared: Prepared, cache: Path) -> None
             "reference": prepared.facts.reference,
             "digest": prepared.facts.digest,
             "arch": prepared.facts.arch.value,
+            **prepared.facts.import_options,
         },
     ):
         StageRecords(cache).write(manifest.stage_ids()[0], prepared.import_record)

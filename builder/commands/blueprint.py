@@ -16,6 +16,7 @@ from builder.customize import describe
 from builder.customize.image_view import check_against_image
 from builder.paths import cache_dir
 from builder.prepare import prepare
+from builder.source.reference import parse_reference
 
 FORMAT_CHOICES = ("toml", "json", "yaml")
 
@@ -24,7 +25,7 @@ def check(args: argparse.Namespace) -> int:
     bp = load_blueprint(args.file, args.format)
     name = bp.name or "(unnamed)"
     if args.image is not None:
-        prepared = prepare(args.image, arch=args.arch, cache=cache_dir())
+        prepared = prepare(parse_reference(args.image), arch=args.arch, cache=cache_dir())
         record = prepared.import_record
         check_against_image(bp, Path(record["repo"]), record["commit"])
     against = f" for {args.image}" if args.image is not None else ""

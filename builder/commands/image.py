@@ -10,6 +10,7 @@ from builder import manifest as manifest_mod
 from builder import run
 from builder.arch import Arch
 from builder.blueprint import Blueprint, load_blueprint, parse_size
+from builder.commands import trust_args
 from builder.customize.image_view import check_against_image
 from builder.errors import ImgbuildError, NeedsRoot
 from builder.paths import cache_dir
@@ -39,6 +40,7 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=_size, help="disk size, e.g. 10GiB (grown if the layout needs more)")
     parser.add_argument("--seed", help="seed for UUIDs (default: derived from the inputs)")
     parser.add_argument("--compress", action="store_true", help="compress qcow2 output")
+    trust_args.add_arguments(parser, install=True)
 
 
 def _build_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +61,8 @@ def _make_manifest(fmt: Format, args: argparse.Namespace) -> manifest_mod.Manife
             hint="name the same image in both, or remove container_ref from the blueprint",
         )
     cache = cache_dir()
-    prepared = prepare(args.reference, arch=args.arch, cache=cache)
+    ref, trust = trust_args.resolve(args)
+    prepared = prepare(ref, arch=args.arch, cache=cache, trust=trust)
     # What the build's ostree.customize would refuse is refused now, before any disk is partitioned.
     check_against_image(blueprint, Path(prepared.import_record["repo"]), prepared.import_record["commit"])
     options = PlanOptions(rootfs=args.rootfs, size=args.size, seed=args.seed, compression=args.compress)

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from builder.arch import Arch
+from builder.commands import trust_args
 from builder.ostree.importer import import_image
 from builder.source.fetch import fetch_image
-from builder.source.reference import parse_reference
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,13 +26,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("reference", metavar="REF", help="the image (registry, oci:, oci-archive:, ...)")
     parser.add_argument("--repo", type=Path, required=True, metavar="DIR", help="the ostree repository")
     parser.add_argument("--arch", type=Arch.parse, help="x86_64 or aarch64 (default: the host's)")
+    trust_args.add_arguments(parser)
     parser.set_defaults(func=run_import)
 
 
 def run_import(args: argparse.Namespace) -> int:
-    ref = parse_reference(args.reference)
-    image = fetch_image(ref, arch=args.arch)
-    result = import_image(image, args.repo, imgref=ref.skopeo)
+    ref, trust = trust_args.resolve(args)
+    image = fetch_image(ref, arch=args.arch, policy=trust.policy)
+    result = import_image(image, args.repo, imgref=ref.skopeo, remote=trust.remote, shown=ref.origin)
+    if result.signature is not None:
+        print(f"verified: {result.signature.describe()}", file=sys.stderr)
     print(
         f"imported {len(result.imported_layers)} layer(s), reused {len(result.reused_layers)}; "
         f"base {result.base_commit or 'none'}; ref {result.image_ref}",

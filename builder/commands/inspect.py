@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from builder.arch import Arch
+from builder.commands import trust_args
+from builder.ostree.signature import verify_image_commit
 from builder.source.fetch import fetch_image
 from builder.source.inspect import describe
-from builder.source.reference import parse_reference
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="verify the registry's TLS certificate (false for a plain-HTTP registry on loopback)",
     )
     parser.add_argument("--cache", type=Path, default=None, help="the OCI blob cache (default: ~/.cache/...)")
+    trust_args.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -55,8 +57,10 @@ def format_text(summary: dict[str, Any]) -> str:
         f"ostree commit: {summary['ostree_commit'] or '-'}",
         f"kernels:       {', '.join(summary['kernels']) or '-'}",
         f"bootable:      {'yes' if summary['bootable'] else 'no'}",
-        "labels:",
+        "verified:",
     ]
+    lines += [f"  {line}" for line in summary.get("verified", ())] or ["  no signature (none was required)"]
+    lines.append("labels:")
     lines += [f"  {key}={value}" for key, value in summary["labels"].items()] or ["  -"]
     lines.append("layers:")
     for layer in summary["layers"]:
@@ -68,15 +72,20 @@ def format_text(summary: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    ref = parse_reference(args.reference)
+    ref, trust = trust_args.resolve(args)
     image = fetch_image(
         ref,
         arch=args.arch,
         cache=args.cache,
         authfile=args.authfile,
         tls_verify=args.tls_verify == "true",
+        policy=trust.policy,
     )
     summary = describe(image)
+    verified = list(image.verified)
+    if trust.remote is not None:
+        verified.append(verify_image_commit(image, trust.remote, reference=ref.origin).describe())
+    summary["verified"] = verified
     summary["reference"] = str(ref)
     summary["origin"] = ref.origin
     if args.json:

@@ -28,6 +28,8 @@ from builder.errors import ImportFailure
 from builder.ostree import derived, merge, tarimport
 from builder.ostree.gi import GLib, OSTree, create_repo
 from builder.ostree.refescape import image_ref, layer_ref
+from builder.ostree.remotes import OstreeRemote
+from builder.ostree.signature import SignatureCheck, verify_image_commit
 from builder.source.image import Image, Layer, LayerRole, Layout
 from builder.source.verify import open_layer
 
@@ -44,6 +46,7 @@ class ImportResult:
     imported_layers: tuple[str, ...]  # layer digests read from the image this time
     reused_layers: tuple[str, ...]  # layer digests already in the repository
     filtered: Mapping[str, Mapping[str, int]]  # derived layer digest -> top level -> entries dropped
+    signature: SignatureCheck | None = None  # the commit's signature, when an ostree remote verified it
 
 
 def open_or_create_repo(path: Path) -> Any:
@@ -169,8 +172,17 @@ class _Importer:
         return dict(value.unpack()) if value is not None else {}
 
 
-def import_image(image: Image, repo: Path, *, imgref: str) -> ImportResult:
-    """Import `image` into the ostree repository `repo` (created if missing); see the module doc."""
+def import_image(
+    image: Image, repo: Path, *, imgref: str, remote: OstreeRemote | None = None, shown: str | None = None
+) -> ImportResult:
+    """Import `image` into the ostree repository `repo` (created if missing); see the module doc.
+
+    With `remote`, the commit's signature is verified against the remote's keys first: a refusal leaves
+    the repository untouched (not even created). `shown` names the image in that refusal.
+    """
+    signature = None
+    if remote is not None:
+        signature = verify_image_commit(image, remote, reference=shown or imgref)
     ostree_repo = open_or_create_repo(repo)
     (repo / "tmp").mkdir(exist_ok=True)
     importer = _Importer(image, repo, ostree_repo)
@@ -209,4 +221,5 @@ def import_image(image: Image, repo: Path, *, imgref: str) -> ImportResult:
         imported_layers=tuple(importer.imported),
         reused_layers=tuple(importer.reused),
         filtered=filtered,
+        signature=signature,
     )

@@ -24,8 +24,9 @@ from builder.source import oci
 from builder.source.cache import BlobCache, default_root
 from builder.source.classify import build_layers, classify
 from builder.source.image import Image, Layer
-from builder.source.reference import Reference, Transport
-from builder.source.skopeo import Skopeo
+from builder.source.policy import Policy
+from builder.source.reference import Reference, Signature, Transport
+from builder.source.skopeo import PolicyRefused, Skopeo
 from builder.source.verify import ZSTD_MAGIC, sniff_compression
 
 log = logging.getLogger(__name__)
@@ -168,12 +169,18 @@ def load_cached(store: BlobCache, manifest_digest: str, ref: Reference) -> Image
 
 
 def _copy(
-    skopeo: Skopeo, store: BlobCache, source: Reference, arch: Arch, source_digest: str, key: str
+    skopeo: Skopeo,
+    store: BlobCache,
+    source: Reference,
+    arch: Arch,
+    source_digest: str,
+    key: str,
+    may_skip: bool,
 ) -> str:
     with store.locked(), tempfile.TemporaryDirectory(prefix="imgbuild-fetch-") as tmp:
         # Another imgbuild may have copied it while this one waited for the lock.
         cached = store.resolved(key)
-        if cached is not None and _complete(store, cached):
+        if cached is not None and _complete(store, cached) and may_skip:
             return cached
         tag = f"sha256-{source_digest.partition(':')[2]}"
         log.info("fetching %s into %s", source, store.root)
@@ -187,8 +194,29 @@ def fetch_image(
     cache: Path | None = None,
     authfile: Path | None = None,
     tls_verify: bool = True,
+    policy: Policy | None = None,
 ) -> Image:
-    """Resolve `ref` (an index to `arch`, default the host's), copy it into the cache, verify, classify."""
+    """Resolve `ref` (an index to `arch`, default the host's), copy it into the cache, verify, classify.
+
+    The containers signature policy is enforced by skopeo's copy; a cached image is used without that copy
+    only when the policy accepts anything (else skopeo copies again, reusing every cached blob, and so
+    checks the signatures again).
+    """
+    policy = policy or Policy()
+    policy.check_paths()
+    if ref.signature is Signature.CONTAINER_POLICY and not policy.requires_signature(ref):
+        raise PolicyRefused(
+            f"{ref.origin}: the containers signature policy {policy.file()} accepts {ref} unsigned",
+            hint="an ostree-image-signed: reference needs a policy that requires a signature for it "
+            "(signedBy or sigstoreSigned; pass --policy FILE)",
+        )
+    image = _fetch(ref, arch, cache, Skopeo(authfile, tls_verify, policy), policy.accepts_anything())
+    if policy.requires_signature(ref):
+        return dataclasses.replace(image, verified=(f"{policy.describe(ref)}: accepted by skopeo",))
+    return image
+
+
+def _fetch(ref: Reference, arch: Arch | None, cache: Path | None, skopeo: Skopeo, may_skip: bool) -> Image:
     store = BlobCache(cache if cache is not None else default_root())
     try:
         store.create()
@@ -198,10 +226,9 @@ def fetch_image(
             hint="set IMGBUILD_CACHE (or pass --cache) to a writable directory",
         ) from e
     wanted = arch or Arch.host()
-    skopeo = Skopeo(authfile, tls_verify)
 
-    # A reference pinned to a manifest already cached needs no network at all.
-    if ref.digest is not None:
+    # A reference pinned to a manifest already cached needs no network at all (unless signatures count).
+    if ref.digest is not None and may_skip:
         for key in (_key(ref.digest, None), _key(ref.digest, wanted)):
             cached = store.resolved(key)
             if cached is not None and _complete(store, cached):
@@ -226,11 +253,11 @@ def fetch_image(
         key = _key(top_digest, None)
 
     cached = store.resolved(key)
-    if cached is None or not _complete(store, cached):
+    if cached is None or not _complete(store, cached) or not may_skip:
         if arch is not None and not oci.is_index(top):
             # Refuse a single-arch image for another architecture before downloading its layers.
             _check_arch(_image_arch(oci.parse_config(skopeo.raw_config(ref, None)), ref), arch, ref)
-        cached = _copy(skopeo, store, source, wanted, source_digest, key)
+        cached = _copy(skopeo, store, source, wanted, source_digest, key, may_skip)
         # skopeo writes an OCI manifest unchanged; only a Docker-format one is converted (new digest).
         if source_type == oci.OCI_MANIFEST and cached != source_digest:
             raise VerificationError(

@@ -61,6 +61,7 @@ class Image:
     ostree_commit: str | None  # the `ostree.commit` label (None for BOOTC)
     blob_dir: Path  # directory holding blobs as <algorithm>/<hex> (an OCI layout's blobs/)
     created: str | None = None  # config `created` (RFC 3339), used as the merge commit's timestamp
+    verified: tuple[str, ...] = ()  # what checked the image's signatures, one line each (for inspect)
 
     def blob_path(self, digest: str) -> Path:
         algorithm, _, hexdigest = digest.partition(":")

@@ -4,13 +4,19 @@ Accepted: `registry.invalid/a/b:36` or `docker://registry.invalid/a/b:36` (a reg
 `@sha256:<hex>`), `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:REF]` and
 `containers-storage:REF`. The origin forms bootc writes (`ostree-unverified-registry:...`,
 `ostree-unverified-image:<transport>:...`) are accepted too, so an origin file's reference can be fed back.
+
+The signed forms, as ostree-ext spells them (`OstreeImageReference`, `SignatureSource`):
+- `ostree-remote-image:REMOTE:TRANSPORT:NAME` and `ostree-remote-registry:REMOTE:NAME`: the image's ostree
+  commit must carry a signature by a key of the ostree remote REMOTE (builder.ostree.signature);
+- `ostree-image-signed:TRANSPORT:NAME`: the containers signature policy must require a signature for it
+  (builder.source.policy). The containers policy is honoured for every fetch, whatever the form.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from builder.errors import BadReference
@@ -52,10 +58,18 @@ _UNSUPPORTED = {
     "docker-daemon": "no container engine runs here; use docker-archive: or a registry",
     "sif": "Singularity images are not OCI images",
     "tarball": "use oci-archive: or docker-archive:",
-    "ostree-remote-image": "signature verification through an ostree remote is not supported",
-    "ostree-remote-registry": "signature verification through an ostree remote is not supported",
-    "ostree-image-signed": "signature verification through an ostree remote is not supported",
 }
+
+# An ostree remote name: what `ostree remote add` takes (no slash, no white space, not empty).
+_REMOTE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+class Signature(enum.StrEnum):
+    """How the image's origin is verified, as ostree-ext's SignatureSource."""
+
+    UNVERIFIED = "ostree-unverified-image"  # the containers policy only (usually accepts anything)
+    OSTREE_REMOTE = "ostree-remote-image"  # the ostree commit's signature, by the remote's keys
+    CONTAINER_POLICY = "ostree-image-signed"  # the containers policy, which must not accept anything
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,8 @@ class Reference:
     name: str
     tag: str | None = None  # the tag, or for archives/containers-storage the part after the path
     digest: str | None = None  # "sha256:<hex>" when pinned (registries only)
+    signature: Signature = Signature.UNVERIFIED
+    remote: str | None = None  # the ostree remote whose keys verify the commit (OSTREE_REMOTE only)
 
     @property
     def skopeo(self) -> str:
@@ -74,16 +90,30 @@ class Reference:
 
     @property
     def origin(self) -> str:
-        """How bootc records the source in a deployment's origin file."""
+        """How bootc records the source in a deployment's origin file: the one place it is derived.
+
+        A reference verified through an ostree remote keeps that form, so that the booted system's updates
+        are verified by the same remote (ostree-ext prints the registry transport as docker://).
+        """
+        if self.signature is Signature.OSTREE_REMOTE:
+            return f"{self.signature}:{self.remote}:{self.skopeo}"
+        if self.signature is Signature.CONTAINER_POLICY:
+            return f"{self.signature}:{self.skopeo}"
         if self.transport is Transport.REGISTRY:
             return f"ostree-unverified-registry:{self._body(for_skopeo=False)}"
         return f"ostree-unverified-image:{self.skopeo}"
+
+    def with_remote(self, remote: str) -> Reference:
+        """The same image, its ostree commit verified by the ostree remote `remote`."""
+        if not _REMOTE_RE.fullmatch(remote):
+            raise _bad(remote, "not a valid ostree remote name", hint="letters, digits, '_', '.', '-'")
+        return replace(self, signature=Signature.OSTREE_REMOTE, remote=remote)
 
     def pinned(self, digest: str) -> Reference:
         """The same repository pinned to one manifest (registries only; others are returned unchanged)."""
         if self.transport is not Transport.REGISTRY:
             return self
-        return Reference(self.transport, self.name, None, digest)
+        return replace(self, tag=None, digest=digest)
 
     def _body(self, *, for_skopeo: bool) -> str:
         if self.transport is Transport.REGISTRY:
@@ -152,6 +182,34 @@ def _parse_path(text: str, transport: Transport, body: str) -> Reference:
     return Reference(transport, str(Path(path).resolve()), tag or None, None)
 
 
+def _parse_signed(text: str, raw: str) -> Reference | None:
+    """The signed forms (see the module doc), or None when `raw` is not one."""
+    scheme, _, rest = raw.partition(":")
+    if scheme == Signature.CONTAINER_POLICY:
+        inner = _parse_unsigned(text, _transport_form(rest))
+        return replace(inner, signature=Signature.CONTAINER_POLICY)
+    if scheme not in ("ostree-remote-image", "ostree-remote-registry"):
+        return None
+    remote, sep, image = rest.partition(":")
+    if not sep or not remote or not image:
+        raise _bad(
+            text,
+            f"{scheme}: needs a remote name and an image",
+            hint=f"write {scheme}:REMOTE:" + ("NAME" if scheme.endswith("registry") else "TRANSPORT:NAME"),
+        )
+    if not _REMOTE_RE.fullmatch(remote):
+        raise _bad(text, f"{remote!r} is not a valid ostree remote name")
+    inner_text = f"docker://{image}" if scheme == "ostree-remote-registry" else _transport_form(image)
+    return _parse_unsigned(text, inner_text).with_remote(remote)
+
+
+def _transport_form(image: str) -> str:
+    """ostree-ext's `registry:NAME` is skopeo's `docker://NAME`; a transport is required here."""
+    if image.startswith("registry:"):
+        return "docker://" + image.removeprefix("registry:")
+    return image
+
+
 def parse_reference(text: str) -> Reference:
     """Parse a reference as users write it; BadReference (exit 2) with a hint otherwise."""
     raw = text.strip()
@@ -159,6 +217,11 @@ def parse_reference(text: str) -> Reference:
         raise _bad(text, "it is empty")
     if any(c.isspace() for c in raw):
         raise _bad(text, "it contains white space")
+    signed = _parse_signed(text, raw)
+    return signed if signed is not None else _parse_unsigned(text, raw)
+
+
+def _parse_unsigned(text: str, raw: str) -> Reference:
     for prefix in ("ostree-unverified-registry:",):
         if raw.startswith(prefix):
             return _parse_registry(text, raw.removeprefix(prefix))
@@ -166,7 +229,7 @@ def parse_reference(text: str) -> Reference:
         inner = raw.removeprefix("ostree-unverified-image:")
         if inner.startswith("registry:"):
             inner = inner.removeprefix("registry:")
-        return parse_reference(inner)
+        return _parse_unsigned(text, inner)
     if raw.startswith("docker://"):
         return _parse_registry(text, raw.removeprefix("docker://"))
     scheme, sep, rest = raw.partition(":")

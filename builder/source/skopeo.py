@@ -8,12 +8,13 @@ become VerificationError naming the blob.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder import run
 from builder.arch import Arch
 from builder.errors import CommandFailed, SourceError, VerificationError
+from builder.source.policy import Policy
 from builder.source.reference import Reference, Transport
 
 # skopeo's own deadline, and ours a little later in case skopeo hangs before it arms its timer.
@@ -29,6 +30,12 @@ _DIGEST_MISMATCH = re.compile(
 )
 _CONFIG_MISMATCH = re.compile(r"reading config blob (sha256:[0-9a-f]{64})")
 _SIZE_MISMATCH = re.compile(r"(sha256:[0-9a-f]{64}).*(?:size|length)", re.IGNORECASE)
+# containers/image's refusal by the signature policy (copy.Image checks it before any layer is copied).
+_POLICY_REFUSAL = re.compile(r"Source image rejected: (?P<why>.*)")
+
+
+class PolicyRefused(VerificationError):
+    """The containers signature policy does not accept the image."""
 
 
 def skopeo_reason(stderr_tail: str) -> str:
@@ -60,9 +67,14 @@ class Skopeo:
 
     authfile: Path | None = None
     tls_verify: bool = True
+    policy: Policy = field(default_factory=Policy)
 
     def _global_args(self, arch: Arch | None, *, deadline: bool = True) -> list[str]:
-        args = ["skopeo"]
+        # Never --insecure-policy: the signature policy applies to every copy (builder.source.policy).
+        # The policy file is always named, so that skopeo enforces the one imgbuild describes.
+        args = ["skopeo", "--policy", str(self.policy.file())]
+        if self.policy.registries_d is not None:
+            args += ["--registries.d", str(self.policy.registries_d)]
         if deadline:
             args += ["--command-timeout", f"{COMMAND_TIMEOUT_S}s"]
         if arch is not None:
@@ -135,6 +147,9 @@ class Skopeo:
             "--retry-times",
             "0",
             "--dest-oci-accept-uncompressed-layers",
+            # The OCI layout cannot store signatures: they are verified here, against the policy, and
+            # dropped from the cached copy (which is never pushed anywhere).
+            "--remove-signatures",
             "--digestfile",
             str(digestfile),
             *self._source_args(ref, prefix="src-"),
@@ -144,9 +159,20 @@ class Skopeo:
         try:
             run.run(argv, timeout=COPY_TIMEOUT_S)
         except CommandFailed as e:
+            self._raise_policy(ref, e)
             self._raise_verification(ref, e)
             raise self._fail(ref, e, "copy") from e
         return digestfile.read_text().strip()
+
+    def _raise_policy(self, ref: Reference, e: CommandFailed) -> None:
+        refusal = _POLICY_REFUSAL.search(skopeo_reason(e.stderr_tail))
+        if refusal is not None:
+            raise PolicyRefused(
+                f"{ref.origin}: refused by the containers signature policy {self.policy.file()}: "
+                f"{refusal['why']}",
+                hint="fetch only images signed as the policy requires (see containers-policy.json(5); "
+                "the signatures' location is set in registries.d, --registries-d)",
+            ) from e
 
     @staticmethod
     def _raise_verification(ref: Reference, e: CommandFailed) -> None:

@@ -177,3 +177,24 @@ def _check(
     if uncompressed.digest() != layer.diff_id:
         return f"its uncompressed content hashes to {uncompressed.digest()}, not the diff_id {layer.diff_id}"
     return None
+
+
+@contextmanager
+def open_layer_head(image: Image, layer: Layer) -> Iterator[BinaryIO]:
+    """The decompressed stream of `layer`, NOT verified: only for content that authenticates itself.
+
+    The ostree commit at the start of a commit layer is one: its signature and its checksum (the image's
+    `ostree.commit` label) are checked on it, so it can be read without hashing the whole blob first.
+    """
+    path = image.blob_path(layer.digest)
+    if not path.is_file():
+        raise VerificationError(
+            f"layer {layer.digest} is missing from {image.blob_dir}",
+            hint="fetch the image again (the cache was pruned or damaged)",
+        )
+    with open(path, "rb") as buffered:
+        inflated = _decompressor(sniff_compression(buffered.peek(len(ZSTD_MAGIC))), buffered)
+        try:
+            yield io.BufferedReader(_Guarded(inflated, layer), CHUNK)
+        finally:
+            inflated.close()

@@ -15,6 +15,7 @@ from builder.ostree.importer import import_image
 from builder.ostree.repoquery import has_commit
 from builder.source.fetch import fetch_image
 from builder.source.reference import parse_reference
+from builder.source.trust import Trust
 from builder.stages.context import BuildContext
 from builder.stages.registry import StageKind
 
@@ -30,7 +31,10 @@ class ContainerImport(StageKind, kind="container.import"):
 
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> Mapping[str, Any]:
         ref = parse_reference(options["reference"])
-        image = fetch_image(ref, arch=Arch.parse(options["arch"]), cache=ctx.cache / "oci")
+        trust = Trust.from_import_options(options)
+        image = fetch_image(
+            ref, arch=Arch.parse(options["arch"]), cache=ctx.cache / "oci", policy=trust.policy
+        )
         if image.manifest_digest != options["digest"]:
             raise VerificationError(
                 f"{ref} now resolves to {image.manifest_digest}, but the manifest was planned for "
@@ -38,7 +42,8 @@ class ContainerImport(StageKind, kind="container.import"):
                 hint="plan again (`imgbuild plan`) or pin the reference by digest",
             )
         repo = ctx.cache / "repo"
-        result = import_image(image, repo, imgref=ref.skopeo)
+        shown = ref.with_remote(trust.remote.name).origin if trust.remote is not None else ref.origin
+        result = import_image(image, repo, imgref=ref.skopeo, remote=trust.remote, shown=shown)
         ctx.progress.message(
             f"imported {ref}: commit {result.merge_commit[:12]} "
             f"({len(result.imported_layers)} layers imported, {len(result.reused_layers)} reused)"

@@ -5,6 +5,7 @@ Deploying into the mounted partitions writes the content once (no tree copied in
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ from builder.ostree.deploy import (
     write_mounts,
     write_swaps,
 )
+from builder.ostree.remotes import install_files
 from builder.stages.context import BuildContext
 from builder.stages.registry import StageKind
 from builder.stages.sysroot import mount_problems, mounted_sysroot
@@ -65,6 +67,10 @@ class Deploy(StageKind, kind="ostree.deploy"):
             units = [MountSpec(m["where"], m["uuid"], m["fstype"], m["options"]) for m in options["fstab"]]
             write_mounts(deployment, units, style=options["mount_style"])
             write_swaps(deployment, options["swap"])
+            if "install_remote" in options:  # so that the booted system verifies its updates the same way
+                files = {p: base64.b64decode(d) for p, d in options["install_remote"]["files"].items()}
+                install_files(deployment.etc, files)
+                ctx.progress.message(f"installed ostree remote {options['install_remote']['name']}")
             ctx.deployment = str(deployment.path.relative_to(root))
 
 

@@ -143,7 +143,9 @@ def test_fields_and_frozen() -> None:
         ("ostree:ref", "not supported"),
         ("docker:registry.invalid/a", "docker://"),
         ("containers-storage:", "needs an image"),
-        ("ostree-remote-image:fedora:docker://registry.invalid/a/b", "not supported"),
+        ("ostree-remote-image:fedora", "needs a remote name and an image"),
+        ("ostree-remote-image::oci:/x", "needs a remote name and an image"),
+        ("ostree-remote-image:a/b:oci:/x", "not a valid ostree remote name"),
     ],
 )
 def test_bad_references(text: str, in_message: str) -> None:
@@ -153,3 +155,52 @@ def test_bad_references(text: str, in_message: str) -> None:
     assert info.value.hint
     assert info.value.exit_code == 2
     assert "\n" not in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "skopeo", "origin", "remote"),
+    [
+        (
+            "ostree-remote-image:fedora:docker://registry.invalid/a/b:36",
+            "docker://registry.invalid/a/b:36",
+            "ostree-remote-image:fedora:docker://registry.invalid/a/b:36",
+            "fedora",
+        ),
+        (
+            "ostree-remote-image:fedora:registry:registry.invalid/a/b:36",
+            "docker://registry.invalid/a/b:36",
+            "ostree-remote-image:fedora:docker://registry.invalid/a/b:36",
+            "fedora",
+        ),
+        (
+            "ostree-remote-registry:fedora:registry.invalid/a/b",
+            "docker://registry.invalid/a/b:latest",
+            "ostree-remote-image:fedora:docker://registry.invalid/a/b:latest",
+            "fedora",
+        ),
+        (
+            "ostree-remote-image:test.remote:oci-archive:/srv/x.ociarchive",
+            "oci-archive:/srv/x.ociarchive",
+            "ostree-remote-image:test.remote:oci-archive:/srv/x.ociarchive",
+            "test.remote",
+        ),
+        (
+            "ostree-image-signed:docker://registry.invalid/a/b:36",
+            "docker://registry.invalid/a/b:36",
+            "ostree-image-signed:docker://registry.invalid/a/b:36",
+            None,
+        ),
+    ],
+)
+def test_signed_forms(text: str, skopeo: str, origin: str, remote: str | None) -> None:
+    """The ostree-ext spellings of a verified reference; the origin keeps the signed form and parses back."""
+    ref = parse_reference(text)
+    assert (ref.skopeo, ref.origin, ref.remote) == (skopeo, origin, remote)
+    assert parse_reference(ref.origin) == ref
+
+
+def test_with_remote_upgrades_the_origin() -> None:
+    ref = parse_reference("oci-archive:/srv/x.ociarchive").with_remote("testremote")
+    assert ref.origin == "ostree-remote-image:testremote:oci-archive:/srv/x.ociarchive"
+    with pytest.raises(BadReference):
+        parse_reference("oci:/srv/x").with_remote("a b")

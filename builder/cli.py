@@ -75,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ImgbuildError as e:
         return report(e, args.debug)
+    except BrokenPipeError:  # before OSError, which it is a kind of: stdout closed early (`| head`)
+        return 141
     except OSError as e:
         if e.filename is None:
             raise
@@ -88,5 +90,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imgbuild: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 141

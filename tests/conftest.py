@@ -52,6 +52,16 @@ def example_aarch64() -> ExampleImage:
 
 
 @pytest.fixture(scope="session")
+def imgbuild_container() -> str:
+    """imgbuild's container image (make container; cached by its inputs), in containers-storage."""
+    from builder import container_image
+
+    tag = "localhost/imgbuild-test:latest"
+    container_image.load(container_image.build(), tag)
+    return tag
+
+
+@pytest.fixture(scope="session")
 def images(tmp_path_factory: pytest.TempPathFactory) -> ImageBuilds:
     """Disk images built once per session and shared by the tests that inspect or boot them."""
     return ImageBuilds(tmp_path_factory.mktemp("images"))

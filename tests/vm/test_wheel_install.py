@@ -24,7 +24,9 @@ def test_wheel_in_fresh_venv_builds_a_bootable_qcow2(tmp_path: Path, example_x86
     def imgbuild(*args: str | Path) -> run.Completed:
         return run.run([exe, *args], cwd=work, env=env, check=False, timeout=1800)
 
-    where = run.run([exe.with_name("python"), "-c", "import builder, blueprints; print(builder.__file__)"])
+    where = run.run(
+        [exe.with_name("python"), "-c", "import builder, blueprints; print(builder.__file__)"], cwd=work
+    )
     assert where.out.startswith(str(tmp_path / "venv")), where.out
 
     checked = imgbuild("blueprint", "check", source / "blueprints" / "examples" / "everything-applied.toml")

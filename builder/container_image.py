@@ -78,8 +78,10 @@ def source_date_epoch() -> int:
     env = os.environ.get("SOURCE_DATE_EPOCH")
     if env:
         return int(env)
-    # The last commit's date: the same checkout gives the same dates without anyone setting anything.
-    done = run.run(["git", "-C", paths.PROJECT_ROOT, "log", "-1", "--format=%ct"], check=False)
+    # The date of the last commit that changed an input: the same sources give the same dates (and cache
+    # key) without anyone setting anything, whatever else was committed since.
+    inputs = ["pyproject.toml", "README.md", "builder", "targets", "blueprints", "ci/container"]
+    done = run.run(["git", "-C", paths.PROJECT_ROOT, "log", "-1", "--format=%ct", "--", *inputs], check=False)
     return int(done.out.strip()) if done.returncode == 0 and done.out.strip() else 0
 
 

@@ -1,6 +1,6 @@
 """Helpers for the tests that run imgbuild's container image with podman (make container).
 
-Not a test module. podman runs here with the settings /work/shared/ENVIRONMENT.md gives for these machines:
+Not a test module. podman runs with the settings the Debian 12 build machines need:
 the runc runtime (crun refuses their hybrid cgroups), cgroupfs, and a containers.conf without default
 ulimits (they cannot be set here).
 """

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 IMGBUILD := $(VENV)/bin/imgbuild
 PYTEST_ARGS ?=
 
-.PHONY: setup test unit lint demo clean
+.PHONY: setup test unit lint demo clean container
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ lint: setup
 
 demo: setup
 	scripts/demo
+
+# The imgbuild container image (built from Debian packages, cached in .cache/container by its inputs),
+# loaded into containers-storage as localhost/imgbuild:latest. See docs/ci.md.
+container: setup
+	$(PY) -m builder.container_image --load
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

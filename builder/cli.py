@@ -104,6 +104,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return int(args.func(args))
     except ImgbuildError as e:
         return report(e, args.debug)
+    except BrokenPipeError:  # before OSError, which it is a kind of: stdout closed early (`| head`)
+        return 141
     except OSError as e:
         if e.filename is None:
             raise

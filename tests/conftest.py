@@ -16,8 +16,8 @@ from tests.imagebuilds import ImageBuilds
 if TYPE_CHECKING:
     from builder.example import ExampleImage
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURES = SHARED / "fixtures" / "ostree-ext"
+# Sample images written by ostree-ext's own test suite (origin and licence: tests/data/ostree-ext/README.md).
+FIXTURES = Path(__file__).resolve().parent / "data" / "ostree-ext"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -30,7 +30,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def ostree_ext_fixtures() -> Path:
-    assert FIXTURES.is_dir(), f"the shared fixtures are missing: {FIXTURES}"
+    assert FIXTURES.is_dir(), f"the ostree-ext test data is missing: {FIXTURES}"
     return FIXTURES
 
 
@@ -49,6 +49,16 @@ def example_aarch64() -> ExampleImage:
     from builder.example import build_example
 
     return build_example(Arch.AARCH64)
+
+
+@pytest.fixture(scope="session")
+def imgbuild_container() -> str:
+    """imgbuild's container image (make container; cached by its inputs), in containers-storage."""
+    from builder import container_image
+
+    tag = "localhost/imgbuild-test:latest"
+    container_image.load(container_image.build(), tag)
+    return tag
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import run
+from builder import results, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,21 @@ def imgbuild(
             f"imgbuild {' '.join(map(str, args))} exited {result.returncode}:\n"
             + result.stderr.decode(errors="replace")[-4000:]
         )
+    if result.returncode == 0 and "--output" in map(str, args):
+        output = Path(args[list(map(str, args)).index("--output") + 1])
+        if (output / "result.json").exists():
+            check_result(output / "result.json")
     return result
+
+
+def check_result(path: Path) -> dict[str, Any]:
+    """result.json of a build, after checking it against its schema (every build in the tests goes here)."""
+    doc: dict[str, Any] = json.loads(path.read_text())
+    wrong = results.problems(doc)
+    assert not wrong, f"{path} does not match builder/schemas/result.schema.json:\n" + "\n".join(wrong)
+    for output in doc["outputs"]:
+        assert (path.parent / output["path"]).stat().st_size == output["size"], output
+    return doc
 
 
 @dataclass(frozen=True)
@@ -67,7 +81,7 @@ class ImageBuilds:
         if key not in self._built:
             output = self.base / f"build-{len(self._built)}"
             imgbuild([fmt, reference, "--output", output, "--progress", "plain", *options])
-            result = json.loads((output / "result.json").read_text())
+            result = check_result(output / "result.json")
             manifest = json.loads((output / "manifest.json").read_text())
             self._built[key] = Built(output, output / result["outputs"][0]["path"], result, manifest)
         return self._built[key]

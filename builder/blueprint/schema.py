@@ -6,15 +6,17 @@ import difflib
 import functools
 import json
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
+import blueprints
 from builder.blueprint.problem import KeyPath, Problem
-from builder.paths import PROJECT_ROOT
 
-SCHEMA_PATH = PROJECT_ROOT / "blueprints" / "schema.json"
+# The top-level blueprints/ folder is a package so that an installed imgbuild (a wheel) carries the schema.
+SCHEMA_PATH = Path(blueprints.__file__).with_name("schema.json")
 SCHEMA_HINT = "see blueprints/schema.json and the examples in blueprints/examples/"
 
 _JSON_TYPES = {

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from builder.arch import Arch
-from builder.example import build_example
+from builder.errors import ImgbuildError
+from builder.example import RECIPE_DIR, build_example
 
 ALL = "all"
 
@@ -50,6 +51,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    if not RECIPE_DIR.is_dir():
+        # An installed imgbuild (a wheel) does not carry the recipe: it is a development and demo feature.
+        raise ImgbuildError(
+            "the example OS is a checkout-only feature: its recipe (examples/debian) is not installed",
+            hint="run `imgbuild example build` from a git clone of imgbuild",
+        )
     for arch in args.arch:
         image = build_example(arch, output=args.output, force=args.force)
         print(image.reference, flush=True)

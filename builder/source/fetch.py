@@ -258,8 +258,13 @@ def _fetch(ref: Reference, arch: Arch | None, cache: Path | None, skopeo: Skopeo
             # Refuse a single-arch image for another architecture before downloading its layers.
             _check_arch(_image_arch(oci.parse_config(skopeo.raw_config(ref, None)), ref), arch, ref)
         cached = _copy(skopeo, store, source, wanted, source_digest, key, may_skip)
-        # skopeo writes an OCI manifest unchanged; only a Docker-format one is converted (new digest).
-        if source_type == oci.OCI_MANIFEST and cached != source_digest:
+        # skopeo writes an OCI manifest unchanged; only a Docker-format one is converted (new digest), and
+        # containers-storage keeps layers uncompressed, so a copy out of it compresses them (new digests).
+        if (
+            source_type == oci.OCI_MANIFEST
+            and cached != source_digest
+            and ref.transport is not Transport.CONTAINERS_STORAGE
+        ):
             raise VerificationError(
                 f"the manifest {source_digest} of {ref} was stored as {cached}",
                 hint=_TAMPERED,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from builder import run
 from builder.example import SELFTEST_MARKER
-from tests.imagebuilds import imgbuild, leaked_resources, sha256_file
+from tests.imagebuilds import check_result, imgbuild, leaked_resources, sha256_file
 from tests.unit.composer_cli import Commands
 from tests.unit.test_service_support import EXAMPLE_BLUEPRINT, allowing, log_tail, running_service
 
@@ -46,9 +46,7 @@ def test_compose_of_the_example_image(example_x86_64: ExampleImage, builder_tmp:
         download.write_bytes(answer.body)
         assert int(answer.headers["Content-Length"]) == download.stat().st_size
 
-        result = json.loads(
-            (builder_tmp / "state" / "composes" / compose_id / "output" / "result.json").read_text()
-        )
+        result = check_result(builder_tmp / "state" / "composes" / compose_id / "output" / "result.json")
         assert result["outputs"][0]["sha256"] == sha256_file(download)
         info = json.loads(run.run(["qemu-img", "info", "--output=json", download]).out)
         assert info["format"] == "qcow2"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.commands.image import _build_arguments, _make_manifest, _plan_arguments, _require_root
 from builder.errors import ImgbuildError, UploadError
@@ -14,8 +14,10 @@ from builder.paths import cache_dir
 from builder.progress import Progress, ProgressMode
 from builder.runner import build
 from builder.upload import settings as aws_settings
-from builder.upload.aws import AwsResult, check, upload_disk
 from targets.formats import Format
+
+if TYPE_CHECKING:
+    from builder.upload.aws import AwsResult
 
 
 def record_upload(result_file: Path, record: dict[str, Any]) -> None:
@@ -50,6 +52,9 @@ def _report(result: AwsResult, progress: Progress, result_file: Path | None) -> 
 
 
 def cmd_upload_aws(args: argparse.Namespace) -> int:
+    # boto3 is imported only by the commands that upload: every other command starts without it.
+    from builder.upload.aws import upload_disk
+
     settings = aws_settings.from_args(args)
     progress = Progress(args.progress)
     result = upload_disk(args.disk, settings, progress)
@@ -68,6 +73,8 @@ def build_disk(args: argparse.Namespace, progress: Progress) -> tuple[Path, Path
 
 
 def cmd_ami(args: argparse.Namespace) -> int:
+    from builder.upload.aws import check, upload_disk
+
     _require_root()
     settings = aws_settings.from_args(args)
     progress = Progress(args.progress)

@@ -7,18 +7,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from builder import run
 from builder.service.queue import LOG_NAME, STOPPED_REASON
-from builder.service.store import ComposeStatus, Store
+from builder.service.store import ComposeStatus
 from tests.unit.test_service_support import (
     MISSING_IMAGE_REF,
     ComposerCli,
     blueprint,
+    open_store,
     running_service,
     short_tempdir,
     standin_builder,
 )
 
+pytestmark = pytest.mark.usefixtures("service_database")  # SQLite and PostgreSQL
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,7 +49,7 @@ def test_concurrent_pushes_and_composes_survive_a_restart(tmp_path: Path) -> Non
             ids = list(pool.map(lambda n: cli.start_ok(f"bp{n % 10}", "qcow2", MISSING_IMAGE_REF), range(20)))
         assert len(set(ids)) == 20
     # stopped at once: some composes ran, the rest still wait
-    store = Store(state)
+    store = open_store(state)
     waiting = {c.id for c in store.composes(ComposeStatus.WAITING)}
     assert waiting, "the restart should find composes waiting"
     assert all(c.runs == 0 for c in store.composes(ComposeStatus.WAITING))

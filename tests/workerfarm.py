@@ -26,13 +26,13 @@ import logging, signal, sys, threading
 from pathlib import Path
 from builder.service.worker import Worker, WorkerConfig
 from builder.service.worker_api import WorkerApi
-server, token_file, cache, name, labels = sys.argv[1:6]
-builder = tuple(sys.argv[6:])
+server, token_file, cache, name, labels, give_up = sys.argv[1:7]
+builder = tuple(sys.argv[7:])
 logging.basicConfig(level=logging.WARNING, format=name + ": %(message)s")
 stopping = threading.Event()
 signal.signal(signal.SIGTERM, lambda *args: stopping.set())
 api = WorkerApi(server, Path(token_file).read_text().strip(), name, tuple(labels.split(",")))
-config = WorkerConfig(Path(cache), builder_command=builder, grace=3.0, poll=2.0, give_up=60.0)
+config = WorkerConfig(Path(cache), builder_command=builder, grace=3.0, poll=2.0, give_up=float(give_up))
 Worker(api, config, stopping).run()
 """
 
@@ -73,6 +73,7 @@ def worker_processes(
     labels: dict[str, str],
     builder: tuple[str, ...] | None = None,
     token: str = WORKER_TOKEN,
+    give_up: float = 60.0,
 ) -> Iterator[dict[str, WorkerProcess]]:
     """One worker per entry of `labels` (name -> comma-separated labels); `builder`: the stand-in's
     command, or None for the real `imgbuild worker`. All stopped (SIGTERM) on leaving."""
@@ -93,7 +94,7 @@ def worker_processes(
                     argv += ["--label", label]
             else:
                 argv = [sys.executable, "-c", DRIVER, server, str(token_file), str(cache), name, label_text]
-                argv += list(builder)
+                argv += [str(give_up), *builder]
             log = stack.enter_context(open(directory / f"{name}.log", "wb"))
             proc = stack.enter_context(run.spawn(argv, stdout=log, stderr=run.STDOUT, env=env, check=False))
             workers[name] = WorkerProcess(name, cache, proc, log)

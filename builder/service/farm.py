@@ -4,8 +4,8 @@ A claim is (worker name, run number): `composes.runs` counts the claims of a com
 compose was requeued and claimed again can neither report on it nor upload into it (its run is old).
 A RUNNING compose of a remote worker whose heartbeats stop for `heartbeat_timeout` seconds goes back to
 WAITING once (`requeues`); the second time it fails with the reason. Everything is in the database:
-a service restart loses nothing, and the reaper measures from the last heartbeat stored, so a restart
-does not make workers look lost (they heartbeat on, or reconnect, within the timeout).
+a service restart loses nothing, and a starting service gives the running composes' workers a whole
+timeout to reach it again before any of them counts as lost (however long the service was down).
 """
 
 from __future__ import annotations
@@ -64,6 +64,10 @@ class Farm:
         return max(0.2, self.heartbeat_timeout / 4)
 
     def start(self) -> None:
+        c = composes.c
+        with self.store.transaction() as conn:
+            remote = (c.status == ComposeStatus.RUNNING.value) & c.worker.is_not(None)
+            conn.execute(update(composes).where(remote).values(heartbeat=time.time()))
         self._thread = threading.Thread(target=self._reap_loop, name="worker-reaper", daemon=True)
         self._thread.start()
 

@@ -23,9 +23,11 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import URL, Connection, Engine, RowMapping
+from sqlalchemy.exc import DBAPIError
 
+from builder.errors import ImgbuildError
 from builder.service import schema
-from builder.service.dbengine import IMMEDIATE, open_engine
+from builder.service.dbengine import IMMEDIATE, describe, open_engine
 from builder.service.dbwake import Waker
 from builder.service.schema import commits, composes, workspace
 from builder.service.weldr import next_version
@@ -143,6 +145,13 @@ class Store:
             with self.transaction() as conn:
                 schema.metadata.create_all(conn)
                 schema.add_missing_columns(conn)
+        except DBAPIError as e:
+            self.engine.dispose()
+            where = "the state database" if database is None else describe(database)
+            raise ImgbuildError(
+                f"cannot open {where}: {str(e.orig).strip().splitlines()[0] if e.orig else e}",
+                hint="check --database (and that PostgreSQL runs and lets this user in)",
+            ) from None
         except BaseException:
             self.engine.dispose()
             raise

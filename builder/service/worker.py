@@ -26,7 +26,7 @@ from pathlib import Path
 
 from builder.errors import ImgbuildError
 from builder.service.buildproc import LOG_NAME, failure_reason, find_image, run_build
-from builder.service.worker_api import Job, NotYours, ServerLost, WorkerApi
+from builder.service.worker_api import Job, NotYours, Refused, ServerLost, WorkerApi
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,9 @@ class Worker:
                 except NotYours as e:
                     log.warning("compose %s: abandoned, %s", job.id, e)
                     return
+                except Refused as e:  # a request the service cannot take: retrying will not help
+                    log.error("compose %s: abandoned, %s", job.id, e.message)
+                    return
                 except ServerLost as e:
                     if time.monotonic() > deadline:
                         log.warning("compose %s: abandoned, the service is still unreachable (%s)", job.id, e)
@@ -200,24 +203,30 @@ class Monitor:
     def _loop(self) -> None:
         next_beat = 0.0
         while not self._stop.wait(0.5):
-            self._send_log()
-            if time.monotonic() >= next_beat:
+            if time.monotonic() >= next_beat:  # before the log: a long log upload must not delay it
                 next_beat = time.monotonic() + self.interval
-                try:
-                    owned, cancel = self.api.heartbeat(self.job)
-                except ServerLost as e:
-                    log.debug("heartbeat: %s", e)
-                    continue
-                if not owned:
-                    self.lost = True
-                if cancel:
-                    self.canceled = owned
-                    self.cancel.set()
+                self._beat()
+            self._send_log()
+
+    def _beat(self) -> None:
+        try:
+            owned, cancel = self.api.heartbeat(self.job)
+        except ServerLost as e:
+            log.debug("heartbeat: %s", e)
+            return
+        except Refused as e:
+            log.error("heartbeat: %s", e.message)
+            return
+        if not owned:
+            self.lost = True
+        if cancel:
+            self.canceled = owned
+            self.cancel.set()
 
     def _send_log(self) -> None:
         try:
             self.sent = _send_rest(self.api, self.job, self.log_path, self.sent)
-        except (ServerLost, NotYours) as e:
+        except (ServerLost, NotYours, Refused) as e:
             log.debug("log: %s", e)
 
 

@@ -189,6 +189,29 @@ def test_a_service_restart_during_a_build_loses_nothing(tmp_path: Path) -> None:
             assert "slept 4" in cli.log(long)  # the whole log arrived, what was written while it was down too
 
 
+def test_a_worker_that_cannot_report_abandons_the_job_and_reconnects(tmp_path: Path) -> None:
+    """The service is down when the build ends and stays down past the worker's --give-up: the worker
+    drops the job (its files too) and claims again once the service is back; the compose, silent since,
+    is requeued and built again by the same worker (run 2), and completes once."""
+    port = free_port()
+    state = tmp_path / "state"
+    options = {"token": CLIENT_TOKEN, "worker_token": WORKER_TOKEN, "workers": 0, "port": port}
+    labels = {"w1": "arch:x86_64"}
+    server = f"http://127.0.0.1:{port}"
+    with worker_processes(tmp_path, server, labels, standin_builder(tmp_path), give_up=1.0) as workers:
+        with running_service(state, heartbeat_timeout=3.0, **options) as (_, cli):  # type: ignore[arg-type]
+            cli.push(blueprint())
+            compose_id = _start(cli, "oci:/standin/sleep-2")
+            wait_until(lambda: cli.info(compose_id)["queue_status"] == "RUNNING", 30, "the build to start")
+        jobs = workers["w1"].cache / "jobs"
+        wait_until(lambda: not any(jobs.iterdir()), 30, "the worker to drop the job")
+        with running_service(state, heartbeat_timeout=3.0, **options) as (_, cli):  # type: ignore[arg-type]
+            assert cli.wait(compose_id, timeout=60) == "FINISHED"
+            assert len(_worker_lines(cli, compose_id, "claimed by worker w1 (run 2)")) == 1
+            assert len(_worker_lines(cli, compose_id, "compose FINISHED on worker")) == 1
+        assert f"compose {compose_id}: abandoned" in workers["w1"].output()
+
+
 def test_imgbuild_workers_lists_them(tmp_path: Path) -> None:
     port = free_port()
     with running_service(
@@ -210,3 +233,35 @@ def test_imgbuild_workers_lists_them(tmp_path: Path) -> None:
             assert lines[0].split() == ["NAME", "LABELS", "LAST", "SEEN", "COMPOSE"]
             assert lines[1].split()[:2] == ["w1", "arch:x86_64,iso"] and lines[1].endswith("-")
             assert lines[2].split()[:2] == ["w2", "arch:aarch64"]
+
+
+def test_an_unreachable_database_is_one_line_exit_2_without_the_password(tmp_path: Path) -> None:
+    state, sockdir = tmp_path / "state", tmp_path / "sock"
+    url = f"postgresql://imgbuild:pw-s3cret@/imgbuild?host={tmp_path}/no-server"
+    argv = [
+        sys.executable,
+        "-m",
+        "builder",
+        "serve",
+        "--state",
+        str(state),
+        "--socket",
+        f"{sockdir}/api.socket",
+    ]
+    result = run.run([*argv, "--database", url], env={"PYTHONPATH": str(ROOT)}, check=False)
+    assert result.returncode == 2
+    error = result.stderr.decode()
+    assert error.startswith("imgbuild: error: cannot open postgresql+psycopg://imgbuild:***@/imgbuild"), error
+    assert "pw-s3cret" not in error and "Traceback" not in error
+    assert not state.exists() and not sockdir.exists()  # a failed start creates nothing
+    bad = run.run([*argv, "--database", "mysql://x@y/z"], env={"PYTHONPATH": str(ROOT)}, check=False)
+    assert bad.returncode == 2 and "--database wants a URL" in bad.stderr.decode()
+
+
+def test_workers_0_needs_remote_workers(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "builder", "serve", "--state", str(tmp_path / "s"), "--workers", "0"]
+    result = run.run(argv, env={"PYTHONPATH": str(ROOT)}, check=False)
+    assert (
+        result.returncode == 2
+        and "--workers 0 builds nothing without remote workers" in result.stderr.decode()
+    )

@@ -13,6 +13,7 @@ from builder import run
 from builder.service.queue import LOG_NAME, STOPPED_REASON
 from builder.service.store import ComposeStatus
 from tests.unit.test_service_support import (
+    DATABASE,
     MISSING_IMAGE_REF,
     ComposerCli,
     blueprint,
@@ -75,9 +76,11 @@ DRIVER = """
 import signal, sys, threading
 from pathlib import Path
 from builder.service.server import Service, ServiceConfig
+from sqlalchemy.engine import make_url
+database = None if sys.argv[3] == "sqlite" else make_url(sys.argv[3])
 config = ServiceConfig(state_dir=Path(sys.argv[1]), socket_path=Path(sys.argv[2]),
-                       builder_command=tuple(sys.argv[3:]), workers=1, grace=2.0,
-                       allow_refs=("oci:/standin/*",))
+                       builder_command=tuple(sys.argv[4:]), workers=1, grace=2.0,
+                       allow_refs=("oci:/standin/*",), database=database)
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *args: stop.set())
 with Service(config):
@@ -97,7 +100,8 @@ def _alive(pid: int) -> bool:
 def test_a_killed_service_fails_the_running_compose_and_stops_its_builder(tmp_path: Path) -> None:
     state = tmp_path / "state"
     socket_path = Path(short_tempdir()) / "api.socket"
-    argv = [sys.executable, "-c", DRIVER, str(state), str(socket_path), *standin_builder(tmp_path)]
+    database = "sqlite" if DATABASE.url is None else DATABASE.url.render_as_string(hide_password=False)
+    argv = [sys.executable, "-c", DRIVER, str(state), str(socket_path), database, *standin_builder(tmp_path)]
     cli = ComposerCli(socket_path)
     env = {"PYTHONPATH": str(ROOT)}
     with run.spawn(argv, env=env, stderr=run.DEVNULL, check=False) as first:

@@ -28,6 +28,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "builder.commands.example",
     "builder.commands.encapsulate",
     "builder.commands.serve",
+    "builder.commands.worker",
+    "builder.commands.workers_client",
     "builder.commands.blueprints_client",
     "builder.commands.compose_client",
     "builder.commands.blueprint",

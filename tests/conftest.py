@@ -6,6 +6,7 @@ tools: when they are missing the tests fail (they do not skip), so CI cannot go 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from tests.imagebuilds import ImageBuilds
 
 if TYPE_CHECKING:
     from builder.example import ExampleImage
+    from tests.pgcluster import Cluster
 
 # Sample images written by ostree-ext's own test suite (origin and licence: tests/data/ostree-ext/README.md).
 FIXTURES = Path(__file__).resolve().parent / "data" / "ostree-ext"
@@ -26,6 +28,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for layer in ("unit", "integration", "vm"):
             if layer in parts:
                 item.add_marker(getattr(pytest.mark, layer))
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """One throw-away PostgreSQL cluster for the session (tests/pgcluster.py); each test makes its own
+    database in it."""
+    from tests.pgcluster import start_cluster
+
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def service_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a service test with its state in SQLite, then in PostgreSQL (test_service_support.DATABASE)."""
+    from tests.unit.test_service_support import DATABASE
+
+    if request.param == "postgresql":
+        cluster: Cluster = request.getfixturevalue("postgres_cluster")
+        DATABASE.url = cluster.create_database()
+    try:
+        yield str(request.param)
+    finally:
+        DATABASE.url = None
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,8 @@ def start(args: argparse.Namespace) -> int:
     }
     if args.ref is not None:  # else the blueprint's container_ref or the service's --default-ref
         request["container_ref"] = args.ref
+    if args.arch is not None:  # routed to a worker labelled arch:ARCH
+        request["arch"] = args.arch
     reply = client.call("POST", f"{API}/compose", json.dumps(request).encode(), "application/json")
     compose_id = str(reply["build_id"])
     for warning in reply.get("warnings") or []:
@@ -133,6 +135,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     child.add_argument(
         "--size", type=int, default=0, metavar="MiB", help="image size in MiB (0: the default)"
+    )
+    child.add_argument(
+        "--arch", help="build for this architecture (x86_64, aarch64): on a worker labelled arch:ARCH"
     )
     child.add_argument("--wait", action="store_true", help="wait until it finishes; exit 1 when it fails")
     child.add_argument("--timeout", type=float, metavar="SECONDS", help="give up waiting after this long")

@@ -11,6 +11,8 @@ from types import FrameType
 
 from builder.errors import ImgbuildError
 from builder.service.client import read_token
+from builder.service.dbengine import describe as describe_database
+from builder.service.dbengine import parse_database
 from builder.service.refpolicy import describe
 from builder.service.server import DEFAULT_SOCKET, DEFAULT_STATE, Service, ServiceConfig
 
@@ -29,8 +31,15 @@ def run_serve(args: argparse.Namespace) -> int:
     listen = parse_listen(args.listen) if args.listen else None
     if listen is not None and args.token_file is None:
         raise ImgbuildError("--listen needs --token-file: the service never serves TCP without a token")
-    if args.workers < 1:
-        raise ImgbuildError("--workers must be at least 1")
+    if args.workers < 0:
+        raise ImgbuildError("--workers must be 0 (remote workers only) or more")
+    if args.workers == 0 and args.worker_token_file is None:
+        raise ImgbuildError(
+            "--workers 0 builds nothing without remote workers", hint="add --worker-token-file and --listen"
+        )
+    if args.worker_token_file is not None and listen is None:
+        raise ImgbuildError("--worker-token-file needs --listen: remote workers reach the service over TCP")
+    database = parse_database(args.database) if args.database else None
     config = ServiceConfig(
         state_dir=args.state,
         socket_path=args.socket,
@@ -40,6 +49,9 @@ def run_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         default_ref=args.default_ref,
         allow_refs=tuple(args.allow_ref),
+        database=database,
+        worker_token=read_token(args.worker_token_file) if args.worker_token_file else None,
+        heartbeat_timeout=args.heartbeat_timeout,
     )
     service = Service(config)  # checks the configuration (policy, --default-ref) before anything else
     stopping = threading.Event()
@@ -55,6 +67,7 @@ def run_serve(args: argparse.Namespace) -> int:
             where.append("http://{}:{}".format(*service.tcp_address))
         log.warning("imgbuild service listening on %s (state in %s)", ", ".join(where), args.state)
         log.warning("images allowed: %s", describe(service.policy))
+        log.warning("state database: %s", describe_database(database) if database else "SQLite")
         stopping.wait()
         log.warning("imgbuild service stopping")
     return 0
@@ -76,7 +89,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--state", type=Path, default=DEFAULT_STATE, help=f"state directory (default {DEFAULT_STATE})"
     )
-    parser.add_argument("--workers", type=int, default=1, help="composes run at the same time (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="composes built on this machine at the same time (default 1; 0: remote workers only)",
+    )
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="keep the state and the queue in PostgreSQL, e.g. postgresql://imgbuild@dbhost/imgbuild "
+        "(default: SQLite in the state directory)",
+    )
+    parser.add_argument(
+        "--worker-token-file",
+        type=Path,
+        help="file holding the token remote workers (imgbuild worker) must send; enables the worker API",
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a remote worker silent this long loses its compose: requeued once, then failed (default 60)",
+    )
     parser.add_argument(
         "--default-ref",
         metavar="CONTAINER_REF",

@@ -6,11 +6,14 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from builder.service.queue import ComposeQueue, QueueConfig
 from builder.service.refpolicy import RefPolicy
 from builder.service.store import Store
+
+if TYPE_CHECKING:
+    from builder.service.farm import Farm
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,7 @@ class Context:
     config: QueueConfig
     default_ref: str | None = None  # used when a compose request names no container
     policy: RefPolicy = field(default_factory=lambda: RefPolicy.from_args(()))  # which images may be built
+    farm: Farm | None = None  # remote workers (None: the service has no worker token)
 
 
 @dataclass(frozen=True)

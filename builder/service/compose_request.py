@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from builder.arch import Arch
+from builder.errors import ImgbuildError
 from builder.service.refpolicy import RefPolicy, RefusedReference
 from builder.service.store import BlueprintDoc
 from builder.service.uploads import AwsUpload, parse_upload
@@ -40,6 +42,7 @@ class ComposeRequest:
     size: int
     requested_ref: str | None  # the image the request itself names
     upload: AwsUpload | None
+    arch: str | None = None  # "arch" (imgbuild's field): built by a worker labelled arch:ARCH
 
 
 def _ostree_ref(ostree: object) -> str | None:
@@ -116,8 +119,24 @@ def parse_request(body: dict[str, Any]) -> ComposeRequest:
             f"the types are {', '.join(COMPOSE_TYPES)}",
         )
     return ComposeRequest(
-        name, str(compose_type), _size(body), _requested_ref(body), parse_upload(body.get("upload"))
+        name,
+        str(compose_type),
+        _size(body),
+        _requested_ref(body),
+        parse_upload(body.get("upload")),
+        _arch(body.get("arch")),
     )
+
+
+def _arch(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise WeldrError(COMPOSE_ERROR, "arch: x86_64 or aarch64")
+    try:
+        return Arch.parse(value).value
+    except ImgbuildError as e:
+        raise WeldrError(COMPOSE_ERROR, f"{e.message} ({e.hint})") from None
 
 
 def choose_ref(

@@ -1,35 +1,48 @@
 """The compose queue: a bounded pool of worker threads, each running one builder child process at a time.
 
-Jobs live in SQLite (store.claim_next moves WAITING to RUNNING atomically), so a compose is never lost and
-never run twice, and waiting composes survive a restart. Each compose runs the same builder as the command
-line (`python -m builder TYPE REF --blueprint ... --output ... --progress=json`) through builder.run.spawn in
-its own session, so cancelling kills its whole process group: SIGTERM, then SIGKILL after a grace period.
+Jobs live in the state database (store.claim_next moves WAITING to RUNNING atomically), so a compose is
+never lost and never run twice, and waiting composes survive a restart. Each compose runs the same builder
+as the command line (`python -m builder TYPE REF --blueprint ... --output ... --progress=json`) through
+builder.run.spawn (buildproc.run_build) in its own session, so cancelling kills its whole process group:
+SIGTERM, then SIGKILL after a grace period.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import run
 from builder.errors import ImgbuildError
+from builder.service.buildproc import (
+    LOG_NAME,
+    append_log,
+    cmdline_names,
+    compose_dir,
+    failure_reason,
+    find_image,
+    run_build,
+    stop_group,
+)
 from builder.service.store import Compose, ComposeStatus, Store
 
 log = logging.getLogger(__name__)
 
 STOPPED_REASON = "the service stopped while the compose was running"
 CANCELED_REASON = "canceled by request"
-LOG_NAME = "compose.log"
 BLUEPRINT_NAME = "blueprint.toml"
 OUTPUT_NAME = "output"
-REASON_MAX = 400
+__all__ = [
+    "LOG_NAME",
+    "append_log",
+    "compose_dir",
+    "failure_reason",
+    "find_image",
+]  # the service's other modules use them from here
 
 
 @dataclass(frozen=True)
@@ -39,15 +52,13 @@ class QueueConfig:
     # The builder's command line up to the compose type; tests may point it at another program.
     builder_command: tuple[str, ...] = (sys.executable, "-m", "builder")
     grace: float = 10.0  # seconds between SIGTERM and SIGKILL
-
-
-def compose_dir(state_dir: Path, compose_id: str) -> Path:
-    return state_dir / "composes" / compose_id
+    remote_cancel_wait: float = 20.0  # how long a cancel waits for a remote worker to stop its build
 
 
 def builder_argv(config: QueueConfig, compose: Compose) -> list[str]:
     directory = compose_dir(config.state_dir, compose.id)
     size = ["--size", str(compose.image_size)] if compose.image_size > 0 else []
+    size += ["--arch", compose.arch] if compose.arch else []
     return [
         *config.builder_command,
         compose.compose_type,
@@ -61,88 +72,10 @@ def builder_argv(config: QueueConfig, compose: Compose) -> list[str]:
     ]
 
 
-def _kill_group(pgid: int, sig: signal.Signals) -> bool:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def _probe(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def _stop_group(pgid: int, grace: float, leader: run.Popen[bytes] | None = None) -> None:
-    """SIGTERM the group, SIGKILL whatever is left after `grace` seconds. `leader` is the group's
-    leader when it is our child: it must be reaped, or its zombie keeps the group "alive"."""
-    if not _kill_group(pgid, signal.SIGTERM):
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if leader is not None and leader.poll() is None:
-            time.sleep(0.05)
-            continue
-        if not _probe(pgid):
-            return
-        time.sleep(0.05)
-    _kill_group(pgid, signal.SIGKILL)
-
-
-def _event_error(text: str) -> str | None:
-    """The error of a `--progress=json` event ({"event": "build-end", "status": "failed", "error": ...})."""
-    try:
-        event = json.loads(text)
-    except ValueError:
-        return None
-    error = event.get("error") if isinstance(event, dict) else None
-    return error if isinstance(error, str) and error else None
-
-
-def failure_reason(log_path: Path) -> str:
-    """Why a build failed, from the end of its log: the builder's JSON failure event, else its
-    "imgbuild: error:" line, else the last line that is neither a hint nor the service's own."""
-    try:
-        with open(log_path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
-            lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines()]
-    except OSError:
-        return ""
-    for text in reversed(lines):
-        error = _event_error(text) if text.startswith("{") else None
-        if error is not None:
-            return error[:REASON_MAX]
-        if text.startswith("imgbuild: error:"):
-            return text.removeprefix("imgbuild: error:").strip()[:REASON_MAX]
-    for text in reversed(lines):
-        if text and not text.startswith(("imgbuild-service:", "hint:", "{")):
-            return text[:REASON_MAX]
-    return ""
-
-
-def find_image(output_dir: Path) -> str:
-    """The image's file name from the builder's result.json; ImgbuildError when it is missing or unsafe."""
-    try:
-        result = json.loads((output_dir / "result.json").read_text())
-        outputs = result["outputs"]
-        path = Path(str(outputs[0]["path"]))
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
-        raise ImgbuildError(f"the builder's result.json is missing or malformed ({e})") from None
-    image = path if path.is_absolute() else output_dir / path
-    if image.parent.resolve() != output_dir.resolve() or image.is_symlink() or not image.is_file():
-        raise ImgbuildError(f"the builder's result.json names {str(path)!r}, not a file in its output")
-    return image.name
-
-
 class ComposeQueue:
     def __init__(self, store: Store, config: QueueConfig) -> None:
         self.store = store
         self.config = config
-        self._wakeup = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -153,7 +86,7 @@ class ComposeQueue:
 
     def start(self) -> None:
         self.recover()
-        for number in range(max(1, self.config.workers)):
+        for number in range(self.config.workers):  # 0: every compose is built by remote workers
             thread = threading.Thread(target=self._work, name=f"compose-worker-{number}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -163,8 +96,8 @@ class ComposeQueue:
         stopped (only when its command line still names the compose, so a reused pid is never hit)."""
         for compose in self.store.fail_running(STOPPED_REASON):
             log.warning("compose %s was running when the service stopped: marked FAILED", compose.id)
-            if compose.pid and _cmdline_names(compose.pid, compose.id):
-                _stop_group(compose.pid, self.config.grace)
+            if compose.pid and cmdline_names(compose.pid, compose.id):
+                stop_group(compose.pid, self.config.grace)
             self._append_log(compose.id, f"compose FAILED: {STOPPED_REASON}")
 
     def stop(self) -> None:
@@ -173,15 +106,13 @@ class ComposeQueue:
         with self._lock:
             for event in self._cancel.values():
                 event.set()
-        with self._wakeup:
-            self._wakeup.notify_all()
+        self.store.waker.wake()
         for thread in self._threads:
             thread.join()
         self._threads.clear()
 
     def notify(self) -> None:
-        with self._wakeup:
-            self._wakeup.notify()
+        self.store.waker.wake()
 
     def cancel(self, compose_id: str) -> bool:
         """Cancel a WAITING or RUNNING compose; False when it is in neither state."""
@@ -190,6 +121,10 @@ class ComposeQueue:
             return True
         if not self.store.request_cancel(compose_id):
             return False
+        running = self.store.compose(compose_id)
+        if running is not None and running.worker is not None:
+            self._cancel_remote(running)
+            return True
         # A worker that has just claimed the compose registers its events a moment later (and then
         # sees the flag set above); wait for that, so the answer comes once the builder is gone.
         deadline = time.monotonic() + 2.0
@@ -205,6 +140,23 @@ class ComposeQueue:
                 return True
             time.sleep(0.02)
 
+    def _cancel_remote(self, compose: Compose) -> None:
+        """A remote worker learns of the cancel at its next heartbeat, stops its builder and reports.
+        One that does not within its heartbeat timeout and the grace period is not waited for: the
+        compose fails here, and the worker's late report is refused (its claim is no longer current)."""
+        deadline = time.monotonic() + self.config.remote_cancel_wait + self.config.grace
+        while time.monotonic() < deadline:
+            current = self.store.compose(compose.id)
+            if current is None or current.status is not ComposeStatus.RUNNING:
+                return
+            time.sleep(0.1)
+        if self.store.finish(
+            compose.id, ComposeStatus.FAILED, CANCELED_REASON, None, compose.worker, compose.runs
+        ):
+            self._append_log(
+                compose.id, f"compose FAILED: {CANCELED_REASON} (worker {compose.worker} did not stop it)"
+            )
+
     # -- the workers
 
     def _work(self) -> None:
@@ -212,9 +164,8 @@ class ComposeQueue:
             while not self._stopping.is_set():
                 compose = self.store.claim_next()
                 if compose is None:
-                    with self._wakeup:
-                        if not self._stopping.is_set():  # stop() notifies under this lock
-                            self._wakeup.wait(timeout=1.0)
+                    if not self._stopping.is_set():  # a wake-up lost to this race costs a second
+                        self.store.waker.wait(timeout=1.0)
                     continue
                 self._run_guarded(compose)
         finally:
@@ -247,57 +198,27 @@ class ComposeQueue:
         # the builder's own settings, and the path the service itself was imported from
         extra = {k: v for k, v in os.environ.items() if k.startswith("IMGBUILD_") or k == "PYTHONPATH"}
         self._append_log(compose.id, "running " + " ".join(argv))
-        with open(directory / LOG_NAME, "ab") as log_file:
-            try:
-                with run.spawn(
-                    argv,
-                    stdout=log_file,
-                    stderr=run.STDOUT,
-                    env=extra,
-                    cwd=directory,
-                    check=False,
-                    new_session=True,
-                ) as proc:
-                    self.store.set_pid(compose.id, proc.pid)
-                    canceled = self._wait(proc, cancel)
-                    _kill_group(proc.pid, signal.SIGKILL)  # anything the builder left in its group
-            except (OSError, ImgbuildError) as e:
-                return ComposeStatus.FAILED, f"the builder could not start: {e}", None
+        try:
+            returncode, canceled = run_build(
+                argv,
+                directory,
+                extra,
+                cancel,
+                self.config.grace,
+                lambda pid: self.store.set_pid(compose.id, pid),
+            )
+        except (OSError, ImgbuildError) as e:
+            return ComposeStatus.FAILED, f"the builder could not start: {e}", None
         if canceled:
             reason = STOPPED_REASON if self._stopping.is_set() else CANCELED_REASON
             return ComposeStatus.FAILED, reason, None
-        if proc.returncode != 0:
+        if returncode != 0:
             detail = failure_reason(directory / LOG_NAME) or "no output"
-            return ComposeStatus.FAILED, f"the builder failed (exit {proc.returncode}): {detail}", None
+            return ComposeStatus.FAILED, f"the builder failed (exit {returncode}): {detail}", None
         try:
             return ComposeStatus.FINISHED, None, find_image(output)
         except ImgbuildError as e:
             return ComposeStatus.FAILED, e.message, None
 
-    def _wait(self, proc: run.Popen[bytes], cancel: threading.Event) -> bool:
-        """Wait for the builder; on `cancel`, stop its process group. True when it was stopped."""
-        while True:
-            try:
-                proc.wait(timeout=0.2)
-                return False
-            except run.TimeoutExpired:
-                pass
-            if cancel.is_set():
-                _stop_group(proc.pid, self.config.grace, proc)
-                proc.wait()
-                return True
-
     def _append_log(self, compose_id: str, line: str) -> None:
-        directory = compose_dir(self.config.state_dir, compose_id)
-        if not directory.is_dir():
-            return
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        with open(directory / LOG_NAME, "a", encoding="utf-8") as f:
-            f.write(f"imgbuild-service: {stamp} {line}\n")
-
-
-def _cmdline_names(pid: int, compose_id: str) -> bool:
-    try:
-        return compose_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
+        append_log(self.config.state_dir, compose_id, line)

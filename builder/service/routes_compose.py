@@ -74,7 +74,9 @@ def start(ctx: Context, req: Request) -> Response:
             reason = "test compose" if test == "1" else None
             ctx.store.add_compose(compose_id, blueprint, compose_type, ref, size, status, reason, upload)
         else:
-            ctx.store.add_compose(compose_id, blueprint, compose_type, ref, size, upload=upload)
+            ctx.store.add_compose(
+                compose_id, blueprint, compose_type, ref, size, upload=upload, arch=request.arch
+            )
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)  # no directory without its compose
         raise
@@ -147,6 +149,10 @@ def info(ctx: Context, req: Request) -> Response:
         "image_size": compose.image_size,
         "container_ref": compose.container_ref,
     }
+    if compose.arch:
+        reply["arch"] = compose.arch
+    if compose.worker:
+        reply["worker"] = compose.worker
     if compose.reason:
         reply["reason"] = compose.reason
     return json_response(reply)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import hashlib
 import hmac
 import json
 import logging
@@ -27,10 +28,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, cast
 
+from sqlalchemy.engine import URL
+
 from builder import __version__
 from builder.errors import ImgbuildError
-from builder.service import routes_blueprints, routes_compose, routes_packages
+from builder.service import routes_blueprints, routes_compose, routes_packages, routes_worker
 from builder.service.api import Context, Handler, Request, Response, json_response
+from builder.service.farm import Farm
 from builder.service.migrate import migrate_passwords
 from builder.service.queue import ComposeQueue, QueueConfig
 from builder.service.refpolicy import RefPolicy
@@ -57,7 +61,11 @@ DRAIN_LIMIT = (
     64 * 1024 * 1024
 )  # a body above MAX_BODY but below this is read and dropped, not answered mid-way
 API_VERSIONS = ("v0", "v1")
-ROUTES = routes_blueprints.ROUTES + routes_compose.ROUTES + routes_packages.ROUTES
+ROUTES = (
+    routes_blueprints.ROUTES + routes_compose.ROUTES + routes_packages.ROUTES + routes_worker.CLIENT_ROUTES
+)
+WORKER_PREFIX = ("", "api", "worker", "v1")
+HEARTBEAT_TIMEOUT = 60.0
 STATUS = {
     "api": "1",
     "db_supported": True,
@@ -76,7 +84,10 @@ class ServiceConfig:
     group: str | None = None
     listen: tuple[str, int] | None = None
     token: str | None = None  # required with `listen`
-    workers: int = 1
+    workers: int = 1  # local builds at a time; 0: remote workers only
+    database: URL | None = None  # None: SQLite in the state directory
+    worker_token: str | None = None  # remote workers' bearer token (the worker API is off without one)
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT  # a remote worker silent this long has lost its compose
     default_ref: str | None = None
     allow_refs: tuple[str, ...] = ()  # `--allow-ref` patterns (refpolicy); none: registries only
     builder_command: tuple[str, ...] = (sys.executable, "-m", "builder")
@@ -101,18 +112,23 @@ def split_path(raw: str) -> tuple[list[str], dict[str, list[str]]]:
     return segments, query
 
 
+def is_worker_path(segments: list[str]) -> bool:
+    return tuple(segments[:4]) == WORKER_PREFIX
+
+
 def route(method: str, segments: list[str]) -> tuple[Handler, tuple[str, ...]] | None:
     """The handler and its arguments; None for a path that exists with another method (405);
     WeldrError 404 for an unknown path."""
     if segments and segments[-1] == "" and len(segments) > 1:
         segments = segments[:-1]  # one trailing slash is tolerated
-    if len(segments) < 4 or segments[:2] != ["", "api"] or segments[2] not in API_VERSIONS:
+    worker = is_worker_path(segments)
+    if not worker and (len(segments) < 4 or segments[:2] != ["", "api"] or segments[2] not in API_VERSIONS):
         raise not_found()
-    rest = segments[3:]
-    if "" in rest:
+    rest = segments[4:] if worker else segments[3:]
+    if "" in rest or not rest:
         raise not_found()
     other_method = False
-    for route_method, prefix, nargs, handler in ROUTES:
+    for route_method, prefix, nargs, handler in routes_worker.ROUTES if worker else ROUTES:
         if tuple(rest[: len(prefix)]) == prefix and len(rest) == len(prefix) + nargs:
             if route_method == method:
                 return handler, tuple(rest[len(prefix) :])
@@ -176,11 +192,35 @@ class WeldrRequestHandler(BaseHTTPRequestHandler):
         return cast(WeldrServerMixin, self.server)
 
     def _authorized(self) -> bool:
-        token = self._weldr.token
-        if token is None:
+        """Worker routes: the worker token, on every listener. The others: the client token on TCP."""
+        if self.path.startswith("/api/worker/"):
+            expected = self._weldr.worker_digest
+        elif self._weldr.token is None:
             return True
+        else:
+            expected = token_digest(self._weldr.token)
+        if expected is None:
+            return False
         scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+        return scheme.lower() == "bearer" and hmac.compare_digest(token_digest(given.strip()), expected)
+
+    def _upload(self, ctx: Context) -> Response | None:
+        """PUT /api/worker/v1/output/ID/NAME, whose body is streamed to a file (not read into memory)."""
+        segments, query = split_path(self.path)
+        if self.command != "PUT" or len(segments) != 7 or segments[:5] != [*WORKER_PREFIX, "output"]:
+            return None
+        text = self.headers.get("Content-Length") or ""
+        if self.headers.get("Transfer-Encoding") or not text.strip().isdigit():
+            self.close_connection = True
+            raise WeldrError(BLUEPRINTS_ERROR, "an output upload needs Content-Length")
+        request = Request("PUT", tuple(segments[5:]), query, self.headers.get("Content-Type"), b"")
+        try:
+            return routes_worker.receive_output(
+                ctx, request.args, request, cast(BinaryIO, self.rfile), int(text)
+            )
+        except WeldrError:
+            self.close_connection = True  # the body may be unread
+            raise
 
     def _drop_body(self, limit: int) -> None:
         """Read and drop a body of up to `limit` bytes that will not be used: a client still writing it
@@ -223,8 +263,12 @@ class WeldrRequestHandler(BaseHTTPRequestHandler):
                     status=401, body=response.body, headers=(("WWW-Authenticate", 'Bearer realm="imgbuild"'),)
                 )
             else:
-                body = self._read_body()
-                response = dispatch(ctx, method, self.path, self.headers.get("Content-Type"), body)
+                upload = self._upload(ctx)
+                if upload is not None:
+                    response = upload
+                else:
+                    body = self._read_body()
+                    response = dispatch(ctx, method, self.path, self.headers.get("Content-Type"), body)
         except WeldrError as e:
             response = json_response(e.body(), e.http_status)
         except Exception:
@@ -294,9 +338,15 @@ class WeldrRequestHandler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
+def token_digest(token: str) -> bytes:
+    """Tokens are compared, and kept in memory, as SHA-256 digests only."""
+    return hashlib.sha256(token.encode()).digest()
+
+
 class WeldrServerMixin:
     ctx: Context
     token: str | None
+    worker_digest: bytes | None = None
     max_body: int
     request_queue_size = 128  # listen() backlog: socketserver's 5 refuses bursts of clients
 
@@ -376,6 +426,12 @@ class Service:
     def __init__(self, config: ServiceConfig) -> None:
         if config.listen is not None and not config.token:
             raise ImgbuildError("listening on TCP needs --token-file (every request must carry the token)")
+        if config.worker_token is not None and config.worker_token == config.token:
+            raise ImgbuildError(
+                "the worker token is the client token", hint="give workers a token of their own"
+            )
+        if config.workers < 0:
+            raise ImgbuildError("--workers must be 0 (remote workers only) or more")
         self.config = config
         self.policy = RefPolicy.from_args(config.allow_refs)
         if config.default_ref is not None:
@@ -386,7 +442,13 @@ class Service:
                     f"--default-ref {config.default_ref!r} is not allowed by the reference policy",
                     hint="add an --allow-ref pattern that matches it",
                 ) from e
-        queue_config = QueueConfig(config.state_dir, config.workers, config.builder_command, config.grace)
+        queue_config = QueueConfig(
+            config.state_dir,
+            config.workers,
+            config.builder_command,
+            config.grace,
+            remote_cancel_wait=config.heartbeat_timeout / 2,
+        )
         self._queue_config = queue_config
         self.servers: list[socketserver.BaseServer] = []
         self._threads: list[threading.Thread] = []
@@ -394,6 +456,8 @@ class Service:
         self._lock = StateLock(config.state_dir)
         self._store: Store | None = None
         self._queue: ComposeQueue | None = None
+        self._farm: Farm | None = None
+        self._worker_digest = None if config.worker_token is None else token_digest(config.worker_token)
 
     @property
     def store(self) -> Store:
@@ -418,13 +482,16 @@ class Service:
             state.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._lock.acquire()
             locked = True
-            self._store = Store(state)
+            self._store = Store(state, self.config.database)
+            self._store.waker.start()
             migrated = migrate_passwords(self._store, state)
             if migrated:
                 log.warning("hashed the plain-text passwords of %d stored blueprints", migrated)
             self._queue = ComposeQueue(self._store, self._queue_config)
+            if self.config.worker_token is not None:
+                self._farm = Farm(self._store, state, self.config.heartbeat_timeout)
             self.ctx = Context(
-                self._store, self._queue, self._queue_config, self.config.default_ref, self.policy
+                self._store, self._queue, self._queue_config, self.config.default_ref, self.policy, self._farm
             )
             if self.config.socket_path is not None:
                 self._add(_bind_unix(self.config.socket_path, gid), None)
@@ -432,6 +499,8 @@ class Service:
             if self.config.listen is not None:
                 self._add(_bind_tcp(*self.config.listen), self.config.token)
             self._queue.start()
+            if self._farm is not None:
+                self._farm.start()
         except BaseException:
             self.stop()
             _remove_created(created, new_files if locked else [])
@@ -440,6 +509,7 @@ class Service:
 
     def _add(self, server: UnixServer | TCPServer, token: str | None) -> None:
         server.ctx, server.token, server.max_body = self.ctx, token, self.config.max_body
+        server.worker_digest = self._worker_digest
         self.servers.append(server)
         # a short poll interval: stopping the service waits for one poll at most
         thread = threading.Thread(
@@ -469,10 +539,12 @@ class Service:
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISSOCK(self.config.socket_path.lstat().st_mode):
                     self.config.socket_path.unlink()
+        if self._farm is not None:
+            self._farm.stop()
         if self._queue is not None:
             self._queue.stop()
         if self._store is not None:
-            self._store.close_thread_connection()
+            self._store.close()
         self._lock.release()
 
     def __enter__(self) -> Service:

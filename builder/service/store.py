@@ -1,8 +1,12 @@
-"""The service's state in SQLite: blueprints with their change history, workspace copies, tags, composes.
+"""The service's state: blueprints with their change history, workspace copies, tags, composes, workers.
 
-One connection per thread (SQLite connections must not be shared across threads), WAL so readers never
-wait for the writer, and every read-modify-write inside BEGIN IMMEDIATE so two pushes of one blueprint or
-two workers claiming a compose serialise on the database lock instead of racing.
+In SQLite (the default, `state.sqlite` in the state directory) or PostgreSQL (`serve --database
+postgresql://...`), through SQLAlchemy Core: one set of statements for both (schema.py), the engine's own
+locking for the queue. SQLite: WAL so readers never wait for the writer, every write transaction BEGIN
+IMMEDIATE so two pushes of one blueprint or two workers claiming a compose serialise on the database lock.
+PostgreSQL: a claim takes the oldest waiting compose with SELECT ... FOR UPDATE SKIP LOCKED, so claims by
+many workers (and many services on one database) never wait for each other and never take one compose twice;
+a new compose is announced with NOTIFY (dbwake.py).
 """
 
 from __future__ import annotations
@@ -10,8 +14,6 @@ from __future__ import annotations
 import enum
 import json
 import secrets
-import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,46 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import URL, Connection, Engine, RowMapping
+from sqlalchemy.exc import DBAPIError
+
+from builder.errors import ImgbuildError
+from builder.service import schema
+from builder.service.dbengine import IMMEDIATE, describe, open_engine
+from builder.service.dbwake import Waker
+from builder.service.schema import commits, composes, workspace
 from builder.service.weldr import next_version
 
 BlueprintDoc = dict[str, Any]  # a blueprint as parsed from TOML/JSON: the service stores it opaquely
 
 STATE_DB = "state.sqlite"
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS commits (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    commit_id TEXT NOT NULL UNIQUE,
-    message TEXT NOT NULL,
-    timestamp TEXT NOT NULL,
-    revision INTEGER,
-    blueprint TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS commits_by_name ON commits (name, seq);
-CREATE TABLE IF NOT EXISTS blueprints (name TEXT PRIMARY KEY, head TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS workspace (name TEXT PRIMARY KEY, blueprint TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS composes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    blueprint_name TEXT NOT NULL,
-    blueprint_version TEXT NOT NULL,
-    blueprint TEXT NOT NULL,
-    compose_type TEXT NOT NULL,
-    container_ref TEXT NOT NULL,
-    image_size INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL,
-    reason TEXT,
-    pid INTEGER,
-    image TEXT,
-    runs INTEGER NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    upload TEXT
-);
-CREATE INDEX IF NOT EXISTS composes_by_status ON composes (status, seq);
-"""
 
 
 class ComposeStatus(enum.StrEnum):
@@ -100,7 +76,11 @@ class Compose:
     reason: str | None
     pid: int | None
     image: str | None  # the image's file name inside the compose's output directory
-    runs: int  # how many times a worker claimed it: 1 at most, by construction
+    runs: int  # how many times a worker claimed it: 1, or 2 after a requeue (a remote worker was lost)
+    arch: str | None = None  # the architecture asked for (None: the image's own)
+    worker: str | None = None  # the remote worker running it (None: local, or not running)
+    heartbeat: float | None = None
+    requeues: int = 0
 
     def entry(self) -> dict[str, object]:
         """The compose entry E of queue/finished/failed/status (weldr/compose.go)."""
@@ -124,7 +104,7 @@ def _timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _compose(row: sqlite3.Row) -> Compose:
+def _compose(row: RowMapping) -> Compose:
     return Compose(
         id=row["id"],
         blueprint_name=row["blueprint_name"],
@@ -141,56 +121,65 @@ def _compose(row: sqlite3.Row) -> Compose:
         pid=row["pid"],
         image=row["image"],
         runs=row["runs"],
+        arch=row["arch"],
+        worker=row["worker"],
+        heartbeat=row["heartbeat"],
+        requeues=row["requeues"],
     )
 
 
+WAITING_ONLY = (ComposeStatus.WAITING,)
+ENDED = (ComposeStatus.FINISHED, ComposeStatus.FAILED)
+
+
 class Store:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, database: URL | None = None) -> None:
         self.state_dir = state_dir
-        self.path = state_dir / STATE_DB
-        self._local = threading.local()
+        self.url = database
         # private: blueprints carry password hashes and keys, logs may carry more
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        db = self._db()
-        db.executescript(SCHEMA)
-        columns = {row["name"] for row in db.execute("PRAGMA table_info(composes)")}
-        if "upload" not in columns:  # a database from before uploads
-            db.execute("ALTER TABLE composes ADD COLUMN upload TEXT")
+        self.engine: Engine = open_engine(database, state_dir)
+        self._writer = self.engine.execution_options(**{IMMEDIATE: True})
+        self.waker = Waker(database)
+        try:
+            with self.transaction() as conn:
+                schema.metadata.create_all(conn)
+                schema.add_missing_columns(conn)
+        except DBAPIError as e:
+            self.engine.dispose()
+            where = "the state database" if database is None else describe(database)
+            raise ImgbuildError(
+                f"cannot open {where}: {str(e.orig).strip().splitlines()[0] if e.orig else e}",
+                hint="check --database (and that PostgreSQL runs and lets this user in)",
+            ) from None
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
 
     # -- connections and transactions
 
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), never implicit.
-            db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=True)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=60000")
-            # a replaced or deleted row (a blueprint before its passwords were hashed) is overwritten
-            # with zeros, not left readable in a free page of the file
-            db.execute("PRAGMA secure_delete=ON")
-            self._local.db = db
-        return db
+    def close(self) -> None:
+        self.waker.stop()
+        self.engine.dispose()
 
     def close_thread_connection(self) -> None:
-        """Close this thread's connection (request threads end; their connections must not leak)."""
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        """Nothing to do: connections come from the engine's pool and go back to it after each use
+        (kept for the callers that ran on one SQLite connection per thread)."""
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction (SQLite: BEGIN IMMEDIATE); committed on leaving, rolled back on error."""
+        with self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
 
     # -- blueprints
 
@@ -200,51 +189,58 @@ class Store:
         Returns the blueprint as saved. `message` overrides "Recipe NAME, version V saved." (undo).
         """
         name = str(doc["name"])
-        with self.transaction() as db:
-            head = self._head(db, name)
+        with self.transaction() as conn:
+            if conn.dialect.name == "postgresql":  # two pushes of one name serialise here
+                conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(name))))
+            head = self._head(conn, name)
             stored = str(head.get("version", "")) if head is not None else None
             saved = dict(doc)
             saved["version"] = next_version(str(doc.get("version") or ""), stored)
             commit = secrets.token_hex(20)
-            db.execute(
-                "INSERT INTO commits (name, commit_id, message, timestamp, blueprint) VALUES (?, ?, ?, ?, ?)",
-                (
-                    name,
-                    commit,
-                    message or f"Recipe {name}, version {saved['version']} saved.",
-                    _timestamp(),
-                    json.dumps(saved, sort_keys=True),
-                ),
+            conn.execute(
+                insert(commits).values(
+                    name=name,
+                    commit_id=commit,
+                    message=message or f"Recipe {name}, version {saved['version']} saved.",
+                    timestamp=_timestamp(),
+                    blueprint=json.dumps(saved, sort_keys=True),
+                )
             )
-            db.execute("INSERT OR REPLACE INTO blueprints (name, head) VALUES (?, ?)", (name, commit))
-            db.execute("DELETE FROM workspace WHERE name = ?", (name,))
+            conn.execute(delete(schema.blueprints).where(schema.blueprints.c.name == name))
+            conn.execute(insert(schema.blueprints).values(name=name, head=commit))
+            conn.execute(delete(workspace).where(workspace.c.name == name))
         return saved
 
     @staticmethod
-    def _head(db: sqlite3.Connection, name: str) -> BlueprintDoc | None:
-        row = db.execute(
-            "SELECT c.blueprint FROM blueprints b JOIN commits c ON c.commit_id = b.head WHERE b.name = ?",
-            (name,),
-        ).fetchone()
-        return None if row is None else dict(json.loads(row["blueprint"]))
+    def _head(conn: Connection, name: str) -> BlueprintDoc | None:
+        bp = schema.blueprints
+        text = conn.execute(
+            select(commits.c.blueprint)
+            .select_from(bp.join(commits, commits.c.commit_id == bp.c.head))
+            .where(bp.c.name == name)
+        ).scalar()
+        return None if text is None else dict(json.loads(text))
 
     def committed(self, name: str) -> BlueprintDoc | None:
-        return self._head(self._db(), name)
+        with self._read() as conn:
+            return self._head(conn, name)
 
     def push_workspace(self, doc: BlueprintDoc) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO workspace (name, blueprint) VALUES (?, ?)",
-                (str(doc["name"]), json.dumps(doc, sort_keys=True)),
-            )
+        name = str(doc["name"])
+        with self.transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(name))))
+            conn.execute(delete(workspace).where(workspace.c.name == name))
+            conn.execute(insert(workspace).values(name=name, blueprint=json.dumps(doc, sort_keys=True)))
 
     def workspace(self, name: str) -> BlueprintDoc | None:
-        row = self._db().execute("SELECT blueprint FROM workspace WHERE name = ?", (name,)).fetchone()
-        return None if row is None else dict(json.loads(row["blueprint"]))
+        with self._read() as conn:
+            text = conn.execute(select(workspace.c.blueprint).where(workspace.c.name == name)).scalar()
+        return None if text is None else dict(json.loads(text))
 
     def delete_workspace(self, name: str) -> bool:
-        with self.transaction() as db:
-            return db.execute("DELETE FROM workspace WHERE name = ?", (name,)).rowcount > 0
+        with self.transaction() as conn:
+            return conn.execute(delete(workspace).where(workspace.c.name == name)).rowcount > 0
 
     def current(self, name: str) -> tuple[BlueprintDoc, bool] | None:
         """The workspace copy if there is one (changed=True), else the committed blueprint."""
@@ -255,69 +251,80 @@ class Store:
         return None if head is None else (head, False)
 
     def delete_blueprint(self, name: str) -> bool:
-        with self.transaction() as db:
-            found = db.execute("DELETE FROM blueprints WHERE name = ?", (name,)).rowcount > 0
-            found = db.execute("DELETE FROM workspace WHERE name = ?", (name,)).rowcount > 0 or found
-            db.execute("DELETE FROM commits WHERE name = ?", (name,))
-        return found
+        with self.transaction() as conn:
+            found = conn.execute(delete(schema.blueprints).where(schema.blueprints.c.name == name)).rowcount
+            found += conn.execute(delete(workspace).where(workspace.c.name == name)).rowcount
+            conn.execute(delete(commits).where(commits.c.name == name))
+        return found > 0
 
     def list_blueprints(self) -> list[str]:
-        rows = self._db().execute("SELECT name FROM blueprints ORDER BY name").fetchall()
-        return [row["name"] for row in rows]
+        with self._read() as conn:
+            names = conn.execute(select(schema.blueprints.c.name).order_by(schema.blueprints.c.name))
+            return [str(name) for name in names.scalars()]
 
     def changes(self, name: str) -> list[Change]:
         """The blueprint's commits, newest first."""
-        rows = self._db().execute(
-            "SELECT commit_id, message, revision, timestamp FROM commits WHERE name = ? ORDER BY seq DESC",
-            (name,),
-        )
-        return [Change(r["commit_id"], r["message"], r["revision"], r["timestamp"]) for r in rows]
+        c = commits.c
+        with self._read() as conn:
+            rows = conn.execute(
+                select(c.commit_id, c.message, c.revision, c.timestamp)
+                .where(c.name == name)
+                .order_by(c.seq.desc())
+            ).all()
+        return [Change(r.commit_id, r.message, r.revision, r.timestamp) for r in rows]
 
     def at_commit(self, name: str, commit: str) -> BlueprintDoc | None:
-        row = (
-            self._db()
-            .execute("SELECT blueprint FROM commits WHERE name = ? AND commit_id = ?", (name, commit))
-            .fetchone()
-        )
-        return None if row is None else dict(json.loads(row["blueprint"]))
+        with self._read() as conn:
+            text = conn.execute(
+                select(commits.c.blueprint).where(commits.c.name == name, commits.c.commit_id == commit)
+            ).scalar()
+        return None if text is None else dict(json.loads(text))
 
     def tag(self, name: str) -> bool:
         """Give the newest commit the next revision number (a no-op when it already has one)."""
-        with self.transaction() as db:
-            row = db.execute(
-                "SELECT b.head, c.revision FROM blueprints b JOIN commits c ON c.commit_id = b.head "
-                "WHERE b.name = ?",
-                (name,),
-            ).fetchone()
+        bp = schema.blueprints
+        with self.transaction() as conn:
+            row = conn.execute(
+                select(bp.c.head, commits.c.revision)
+                .select_from(bp.join(commits, commits.c.commit_id == bp.c.head))
+                .where(bp.c.name == name)
+                .with_for_update()
+            ).first()
             if row is None:
                 return False
-            if row["revision"] is None:
-                top = db.execute("SELECT MAX(revision) FROM commits WHERE name = ?", (name,)).fetchone()[0]
-                db.execute(
-                    "UPDATE commits SET revision = ? WHERE commit_id = ?", ((top or 0) + 1, row["head"])
+            if row.revision is None:
+                top = conn.execute(
+                    select(func.max(commits.c.revision)).where(commits.c.name == name)
+                ).scalar()
+                conn.execute(
+                    update(commits).where(commits.c.commit_id == row.head).values(revision=(top or 0) + 1)
                 )
         return True
 
     def rewrite_blueprints(self, transform: Callable[[BlueprintDoc], BlueprintDoc | None]) -> int:
         """Replace every stored blueprint (history, workspace, composes) for which `transform` returns a
-        new document, in one transaction; then rewrite the database file, so no page keeps the old text.
+        new document, in one transaction; then rewrite the tables' files, so no page keeps the old text.
         Returns how many were replaced."""
         replaced = 0
-        with self.transaction() as db:
-            for table, key in (("commits", "commit_id"), ("workspace", "name"), ("composes", "id")):
-                for row in db.execute(f"SELECT {key}, blueprint FROM {table}").fetchall():
-                    new = transform(json.loads(row["blueprint"]))
+        with self.transaction() as conn:
+            for table, key in ((commits, "commit_id"), (workspace, "name"), (composes, "id")):
+                for row in conn.execute(select(table.c[key], table.c.blueprint)).all():
+                    new = transform(json.loads(row.blueprint))
                     if new is not None:
-                        db.execute(
-                            f"UPDATE {table} SET blueprint = ? WHERE {key} = ?",
-                            (json.dumps(new, sort_keys=True), row[key]),
+                        conn.execute(
+                            update(table)
+                            .where(table.c[key] == row[0])
+                            .values(blueprint=json.dumps(new, sort_keys=True))
                         )
                         replaced += 1
         if replaced:
-            db = self._db()
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            db.execute("VACUUM")
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                if self.is_postgresql:
+                    conn.exec_driver_sql("VACUUM FULL commits, workspace, composes")
+                else:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                    conn.exec_driver_sql("VACUUM")
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         return replaced
 
     # -- composes
@@ -332,125 +339,156 @@ class Store:
         status: ComposeStatus = ComposeStatus.WAITING,
         reason: str | None = None,
         upload: dict[str, str] | None = None,
+        arch: str | None = None,
     ) -> None:
         """Record a compose. `upload` is the upload's public part (uploads.AwsUpload.public()): a
         credential is never stored."""
         now = time.time()
-        done = status in (ComposeStatus.FINISHED, ComposeStatus.FAILED)
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO composes (id, blueprint_name, blueprint_version, blueprint, compose_type, "
-                "container_ref, image_size, status, created, started, finished, reason, upload) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    compose_id,
-                    str(blueprint["name"]),
-                    str(blueprint.get("version", "")),
-                    json.dumps(blueprint, sort_keys=True),
-                    compose_type,
-                    container_ref,
-                    image_size,
-                    status.value,
-                    now,
-                    now if done else None,
-                    now if done else None,
-                    reason,
-                    None if upload is None else json.dumps(upload, sort_keys=True),
-                ),
+        done = status in ENDED
+        with self.transaction() as conn:
+            conn.execute(
+                insert(composes).values(
+                    id=compose_id,
+                    blueprint_name=str(blueprint["name"]),
+                    blueprint_version=str(blueprint.get("version", "")),
+                    blueprint=json.dumps(blueprint, sort_keys=True),
+                    compose_type=compose_type,
+                    container_ref=container_ref,
+                    image_size=image_size,
+                    status=status.value,
+                    created=now,
+                    started=now if done else None,
+                    finished=now if done else None,
+                    reason=reason,
+                    upload=None if upload is None else json.dumps(upload, sort_keys=True),
+                    arch=arch,
+                )
             )
+            if not done:
+                self.waker.announce(conn)
+        if not done:
+            self.waker.wake()
 
     def compose(self, compose_id: str) -> Compose | None:
-        row = self._db().execute("SELECT * FROM composes WHERE id = ?", (compose_id,)).fetchone()
+        with self._read() as conn:
+            row = conn.execute(select(composes).where(composes.c.id == compose_id)).mappings().first()
         return None if row is None else _compose(row)
 
     def composes(self, *statuses: ComposeStatus) -> list[Compose]:
         """Composes in queue order, only those in `statuses` when given."""
+        query = select(composes).order_by(composes.c.seq)
         if statuses:
-            marks = ",".join("?" for _ in statuses)
-            rows = self._db().execute(
-                f"SELECT * FROM composes WHERE status IN ({marks}) ORDER BY seq", [s.value for s in statuses]
-            )
-        else:
-            rows = self._db().execute("SELECT * FROM composes ORDER BY seq")
-        return [_compose(row) for row in rows]
+            query = query.where(composes.c.status.in_([s.value for s in statuses]))
+        with self._read() as conn:
+            return [_compose(row) for row in conn.execute(query).mappings().all()]
 
-    def claim_next(self) -> Compose | None:
-        """Atomically move the oldest WAITING compose to RUNNING and return it (None when none waits)."""
-        with self.transaction() as db:
-            row = db.execute(
-                "SELECT id FROM composes WHERE status = ? ORDER BY seq LIMIT 1", (ComposeStatus.WAITING,)
-            ).fetchone()
-            if row is None:
+    def claim_next(self, arches: tuple[str, ...] | None = None, worker: str | None = None) -> Compose | None:
+        """Atomically move the oldest WAITING compose that is for one of `arches` (or for no particular
+        architecture; None: any) to RUNNING and return it (None when none waits). `worker`: the remote
+        worker taking it (None: a local worker thread)."""
+        c = composes.c
+        query = select(c.id).where(c.status == ComposeStatus.WAITING.value)
+        if arches is not None:
+            query = query.where(c.arch.is_(None) | c.arch.in_(arches))
+        # PostgreSQL: a row another claim holds is skipped, not waited for; SQLite renders no FOR UPDATE
+        # (its BEGIN IMMEDIATE already makes this transaction the only writer)
+        query = query.order_by(c.seq).limit(1).with_for_update(skip_locked=True)
+        now = time.time()
+        with self.transaction() as conn:
+            compose_id = conn.execute(query).scalar()
+            if compose_id is None:
                 return None
-            db.execute(
-                "UPDATE composes SET status = ?, started = ?, runs = runs + 1 WHERE id = ? AND status = ?",
-                (ComposeStatus.RUNNING, time.time(), row["id"], ComposeStatus.WAITING),
+            conn.execute(
+                update(composes)
+                .where(c.id == compose_id, c.status == ComposeStatus.WAITING.value)
+                .values(
+                    status=ComposeStatus.RUNNING.value,
+                    started=now,
+                    runs=c.runs + 1,
+                    worker=worker,
+                    heartbeat=now if worker is not None else None,
+                )
             )
-            claimed = db.execute("SELECT * FROM composes WHERE id = ?", (row["id"],)).fetchone()
-        return _compose(claimed)
+            row = conn.execute(select(composes).where(c.id == compose_id)).mappings().one()
+        return _compose(row)
 
     def set_pid(self, compose_id: str, pid: int | None) -> None:
-        with self.transaction() as db:
-            db.execute("UPDATE composes SET pid = ? WHERE id = ?", (pid, compose_id))
+        with self.transaction() as conn:
+            conn.execute(update(composes).where(composes.c.id == compose_id).values(pid=pid))
 
-    def finish(self, compose_id: str, status: ComposeStatus, reason: str | None, image: str | None) -> bool:
-        """End a RUNNING compose (FINISHED or FAILED); False when it was not running."""
-        with self.transaction() as db:
-            return (
-                db.execute(
-                    "UPDATE composes SET status = ?, finished = ?, reason = ?, image = ?, pid = NULL "
-                    "WHERE id = ? AND status = ?",
-                    (status, time.time(), reason, image, compose_id, ComposeStatus.RUNNING),
-                ).rowcount
-                > 0
-            )
+    def finish(
+        self,
+        compose_id: str,
+        status: ComposeStatus,
+        reason: str | None,
+        image: str | None,
+        worker: str | None = None,
+        run: int | None = None,
+    ) -> bool:
+        """End a RUNNING compose (FINISHED or FAILED); False when it was not running (or, with `worker`
+        and `run`, when that worker's claim is not the current one: it was requeued meanwhile)."""
+        c = composes.c
+        query = update(composes).where(c.id == compose_id, c.status == ComposeStatus.RUNNING.value)
+        if worker is not None:
+            query = query.where(c.worker == worker, c.runs == run)
+        values = {"status": status.value, "finished": time.time(), "reason": reason, "image": image}
+        with self.transaction() as conn:
+            return conn.execute(query.values(pid=None, **values)).rowcount > 0
 
     def cancel_waiting(self, compose_id: str, reason: str) -> bool:
-        with self.transaction() as db:
-            now = time.time()
+        now = time.time()
+        c = composes.c
+        with self.transaction() as conn:
             return (
-                db.execute(
-                    "UPDATE composes SET status = ?, started = ?, finished = ?, reason = ? "
-                    "WHERE id = ? AND status = ?",
-                    (ComposeStatus.FAILED, now, now, reason, compose_id, ComposeStatus.WAITING),
+                conn.execute(
+                    update(composes)
+                    .where(c.id == compose_id, c.status == ComposeStatus.WAITING.value)
+                    .values(status=ComposeStatus.FAILED.value, started=now, finished=now, reason=reason)
                 ).rowcount
                 > 0
             )
 
     def request_cancel(self, compose_id: str) -> bool:
         """Flag a RUNNING compose for its worker to stop (False when it is not running)."""
-        with self.transaction() as db:
+        c = composes.c
+        with self.transaction() as conn:
             return (
-                db.execute(
-                    "UPDATE composes SET cancel_requested = 1 WHERE id = ? AND status = ?",
-                    (compose_id, ComposeStatus.RUNNING),
+                conn.execute(
+                    update(composes)
+                    .where(c.id == compose_id, c.status == ComposeStatus.RUNNING.value)
+                    .values(cancel_requested=1)
                 ).rowcount
                 > 0
             )
 
     def cancel_requested(self, compose_id: str) -> bool:
-        row = (
-            self._db().execute("SELECT cancel_requested FROM composes WHERE id = ?", (compose_id,)).fetchone()
-        )
-        return bool(row and row[0])
+        with self._read() as conn:
+            flag = conn.execute(
+                select(composes.c.cancel_requested).where(composes.c.id == compose_id)
+            ).scalar()
+        return bool(flag)
 
     def fail_running(self, reason: str) -> list[Compose]:
-        """Mark every RUNNING compose FAILED (after a restart); returns them as they were."""
-        with self.transaction() as db:
-            rows = db.execute("SELECT * FROM composes WHERE status = ?", (ComposeStatus.RUNNING,)).fetchall()
-            db.execute(
-                "UPDATE composes SET status = ?, finished = ?, reason = ?, pid = NULL WHERE status = ?",
-                (ComposeStatus.FAILED, time.time(), reason, ComposeStatus.RUNNING),
+        """Mark every RUNNING compose of a local worker FAILED (after a restart); returns them as they were.
+        A remote worker's compose goes on: its worker reports back, or its heartbeats stop."""
+        c = composes.c
+        running = (c.status == ComposeStatus.RUNNING.value) & c.worker.is_(None)
+        with self.transaction() as conn:
+            rows = conn.execute(select(composes).where(running).with_for_update()).mappings().all()
+            conn.execute(
+                update(composes)
+                .where(running)
+                .values(status=ComposeStatus.FAILED.value, finished=time.time(), reason=reason, pid=None)
             )
         return [_compose(row) for row in rows]
 
     def delete_compose(self, compose_id: str) -> bool:
         """Forget a FINISHED or FAILED compose; False when it is in another state."""
-        with self.transaction() as db:
+        c = composes.c
+        with self.transaction() as conn:
             return (
-                db.execute(
-                    "DELETE FROM composes WHERE id = ? AND status IN (?, ?)",
-                    (compose_id, ComposeStatus.FINISHED, ComposeStatus.FAILED),
+                conn.execute(
+                    delete(composes).where(c.id == compose_id, c.status.in_([s.value for s in ENDED]))
                 ).rowcount
                 > 0
             )

@@ -18,6 +18,8 @@ from tests.unit.test_service_support import (
     standin_builder,
 )
 
+pytestmark = pytest.mark.usefixtures("service_database")  # SQLite and PostgreSQL
+
 
 def _members(tar_bytes: bytes) -> dict[str, bytes]:
     with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:

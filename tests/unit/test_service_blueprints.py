@@ -6,7 +6,11 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.unit.test_service_support import ComposerCli, blueprint, running_service
+
+pytestmark = pytest.mark.usefixtures("service_database")  # SQLite and PostgreSQL
 
 
 def _changes(cli: ComposerCli, name: str) -> list[dict[str, object]]:

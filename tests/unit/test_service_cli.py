@@ -15,6 +15,8 @@ from builder.errors import ImgbuildError
 from builder.service.server import Service, ServiceConfig
 from tests.unit.test_service_support import blueprint, running_service, short_tempdir, standin_builder
 
+pytestmark = pytest.mark.usefixtures("service_database")  # SQLite and PostgreSQL
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -11,8 +11,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.unit.composer_cli import Commands, diff_printable
 from tests.unit.test_service_support import running_service, standin_builder
+
+pytestmark = pytest.mark.usefixtures("service_database")  # SQLite and PostgreSQL
 
 OK = "oci:/standin/ok"
 BP1 = """name = "web"

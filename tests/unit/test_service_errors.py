@@ -12,6 +12,8 @@ from builder.errors import ImgbuildError
 from builder.service.server import Service, ServiceConfig
 from tests.unit.test_service_support import ComposerCli, blueprint, running_service
 
+pytestmark = pytest.mark.usefixtures("service_database")  # SQLite and PostgreSQL
+
 BAD_NAMES = ["..", "%2e%2e", "..%2f..%2fetc", "a%00b", "a%20b", "a;b", "%c3%a9", "%252e%252e", "a%0ab"]
 
 

@@ -7,18 +7,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from builder import run
 from builder.service.queue import LOG_NAME, STOPPED_REASON
-from builder.service.store import ComposeStatus, Store
+from builder.service.store import ComposeStatus
 from tests.unit.test_service_support import (
+    DATABASE,
     MISSING_IMAGE_REF,
     ComposerCli,
     blueprint,
+    open_store,
     running_service,
     short_tempdir,
     standin_builder,
 )
 
+pytestmark = pytest.mark.usefixtures("service_database")  # SQLite and PostgreSQL
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,7 +50,7 @@ def test_concurrent_pushes_and_composes_survive_a_restart(tmp_path: Path) -> Non
             ids = list(pool.map(lambda n: cli.start_ok(f"bp{n % 10}", "qcow2", MISSING_IMAGE_REF), range(20)))
         assert len(set(ids)) == 20
     # stopped at once: some composes ran, the rest still wait
-    store = Store(state)
+    store = open_store(state)
     waiting = {c.id for c in store.composes(ComposeStatus.WAITING)}
     assert waiting, "the restart should find composes waiting"
     assert all(c.runs == 0 for c in store.composes(ComposeStatus.WAITING))
@@ -71,9 +76,11 @@ DRIVER = """
 import signal, sys, threading
 from pathlib import Path
 from builder.service.server import Service, ServiceConfig
+from sqlalchemy.engine import make_url
+database = None if sys.argv[3] == "sqlite" else make_url(sys.argv[3])
 config = ServiceConfig(state_dir=Path(sys.argv[1]), socket_path=Path(sys.argv[2]),
-                       builder_command=tuple(sys.argv[3:]), workers=1, grace=2.0,
-                       allow_refs=("oci:/standin/*",))
+                       builder_command=tuple(sys.argv[4:]), workers=1, grace=2.0,
+                       allow_refs=("oci:/standin/*",), database=database)
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *args: stop.set())
 with Service(config):
@@ -93,7 +100,8 @@ def _alive(pid: int) -> bool:
 def test_a_killed_service_fails_the_running_compose_and_stops_its_builder(tmp_path: Path) -> None:
     state = tmp_path / "state"
     socket_path = Path(short_tempdir()) / "api.socket"
-    argv = [sys.executable, "-c", DRIVER, str(state), str(socket_path), *standin_builder(tmp_path)]
+    database = "sqlite" if DATABASE.url is None else DATABASE.url.render_as_string(hide_password=False)
+    argv = [sys.executable, "-c", DRIVER, str(state), str(socket_path), database, *standin_builder(tmp_path)]
     cli = ComposerCli(socket_path)
     env = {"PYTHONPATH": str(ROOT)}
     with run.spawn(argv, env=env, stderr=run.DEVNULL, check=False) as first:

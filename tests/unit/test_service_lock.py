@@ -18,6 +18,8 @@ from builder.service.statelock import StateInUse
 from tests.unit.composer_cli import Commands
 from tests.unit.test_service_support import blueprint, running_service, short_tempdir, standin_builder
 
+pytestmark = pytest.mark.usefixtures("service_database")  # SQLite and PostgreSQL
+
 
 def _files(state: Path) -> list[str]:
     """The state directory's files; SQLite's -wal and -shm come and go with the first service's own

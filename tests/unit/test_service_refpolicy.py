@@ -13,6 +13,8 @@ from builder.service.refpolicy import RefPolicy, RefusedReference
 from tests.unit.composer_cli import Commands
 from tests.unit.test_service_support import blueprint, running_service, standin_builder
 
+pytestmark = pytest.mark.usefixtures("service_database")  # SQLite and PostgreSQL
+
 
 @pytest.fixture
 def images(tmp_path: Path) -> Path:

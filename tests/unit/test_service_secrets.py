@@ -8,11 +8,15 @@ import io
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from builder.service.bpcodec import encode_toml
 from builder.service.queue import BLUEPRINT_NAME, compose_dir
-from builder.service.store import ComposeStatus, Store
+from builder.service.store import ComposeStatus
 from tests.unit.composer_cli import Commands
-from tests.unit.test_service_support import running_service, standin_builder
+from tests.unit.test_service_support import open_store, running_service, standin_builder
+
+pytestmark = pytest.mark.usefixtures("service_database")  # SQLite and PostgreSQL
 
 SECRET = "plain-Text-Secret-4711"
 BP = f"""name = "sec"
@@ -76,7 +80,7 @@ def test_passwords_are_hashed_before_they_are_stored(tmp_path: Path) -> None:
 
 def test_a_plain_password_stored_before_is_hashed_at_the_next_start(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    old = Store(state)  # what the service stored before it hashed at push time
+    old = open_store(state)  # what the service stored before it hashed at push time
     plain = {
         "name": "sec",
         "version": "1.0.0",

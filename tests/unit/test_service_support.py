@@ -17,9 +17,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import URL
+
 from builder.service.server import Service, ServiceConfig
+from builder.service.store import Store
 
 REAL_BUILDER = (sys.executable, "-m", "builder")
+
+
+class _Database:
+    """The state database of the services and stores a test makes: None (SQLite in the state directory)
+    or a fresh PostgreSQL database; set per test by the `service_database` fixture (tests/conftest.py)."""
+
+    url: URL | None = None
+
+
+DATABASE = _Database()
+
+
+def open_store(state: Path) -> Store:
+    """A Store on the test's database (what a service on `state` would open)."""
+    return Store(state, DATABASE.url)
+
+
 MISSING_IMAGE_REF = "oci-archive:/nonexistent/missing-image.ociarchive"
 # The stand-in builder's references (oci:/standin/ok, .../fail, .../hang...) and the missing image: the
 # policy of the test services (the real builds add the example image's directory).
@@ -43,6 +63,9 @@ signal.signal(signal.SIGTERM, on_term)
 event(event="message", text=f"started pid={os.getpid()} blueprint={open(blueprint).read().count('name')}")
 if ref == "oci:/standin/hang":
     time.sleep(120)
+if ref.startswith("oci:/standin/sleep-"):
+    time.sleep(float(ref.rsplit("-", 1)[1]))
+    print("slept", ref.rsplit("-", 1)[1], flush=True)
 if ref == "oci:/standin/slow":
     for n in range(10):
         event(event="message", text=f"step {n}")
@@ -189,6 +212,9 @@ def running_service(
     max_body: int = 4 * 1024 * 1024,
     default_ref: str | None = None,
     allow_refs: tuple[str, ...] = TEST_ALLOWED_REFS,
+    worker_token: str | None = None,
+    port: int = 0,
+    heartbeat_timeout: float = 60.0,
 ) -> Iterator[tuple[Service, ComposerCli]]:
     """A service on a Unix socket in a temporary directory (and 127.0.0.1 when `token` is given),
     always stopped and its socket removed. `allow_refs`: its reference policy (serve --allow-ref)."""
@@ -198,7 +224,7 @@ def running_service(
     config = ServiceConfig(
         state_dir=state,
         socket_path=sockdir / "api.socket",
-        listen=("127.0.0.1", 0) if token else None,
+        listen=("127.0.0.1", port) if token else None,
         token=token,
         workers=workers,
         builder_command=builder,
@@ -206,6 +232,9 @@ def running_service(
         max_body=max_body,
         default_ref=default_ref,
         allow_refs=allow_refs,
+        database=DATABASE.url,
+        worker_token=worker_token,
+        heartbeat_timeout=heartbeat_timeout,
     )
     try:
         with Service(config) as service:

@@ -12,8 +12,11 @@ import pytest
 from builder.errors import ImgbuildError
 from builder.service.queue import failure_reason, find_image
 from builder.service.server import route, split_path
-from builder.service.store import ComposeStatus, Store
+from builder.service.store import ComposeStatus
 from builder.service.weldr import WeldrError, bump_patch, check_name, check_uuid, next_version
+from tests.unit.test_service_support import open_store
+
+pytestmark = pytest.mark.usefixtures("service_database")  # SQLite and PostgreSQL
 
 
 @pytest.mark.parametrize("name", ["demo", "a.b-c_d", "V1.2"])
@@ -112,7 +115,7 @@ def test_find_image_stays_in_the_output(tmp_path: Path) -> None:
 
 def test_claims_are_atomic(tmp_path: Path) -> None:
     """Eight threads, each with its own connection, claim 200 composes: each is claimed exactly once."""
-    store = Store(tmp_path)
+    store = open_store(tmp_path)
     ids = [str(uuid.uuid4()) for _ in range(200)]
     for compose_id in ids:
         store.add_compose(compose_id, {"name": "demo", "version": "1.0.0"}, "raw", "registry.invalid/os:1", 0)

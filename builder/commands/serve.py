@@ -11,10 +11,7 @@ from types import FrameType
 
 from builder.errors import ImgbuildError
 from builder.service.client import read_token
-from builder.service.dbengine import describe as describe_database
-from builder.service.dbengine import parse_database
-from builder.service.refpolicy import describe
-from builder.service.server import DEFAULT_SOCKET, DEFAULT_STATE, Service, ServiceConfig
+from builder.service.defaults import DEFAULT_SOCKET, DEFAULT_STATE
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +25,12 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    # The service's modules (and their database libraries) load only for this command.
+    from builder.service.dbengine import describe as describe_database
+    from builder.service.dbengine import parse_database
+    from builder.service.refpolicy import describe
+    from builder.service.server import Service, ServiceConfig
+
     listen = parse_listen(args.listen) if args.listen else None
     if listen is not None and args.token_file is None:
         raise ImgbuildError("--listen needs --token-file: the service never serves TCP without a token")

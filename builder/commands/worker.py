@@ -14,15 +14,14 @@ from types import FrameType
 from builder.arch import Arch
 from builder.errors import ImgbuildError
 from builder.service.client import read_token
-from builder.service.routes_worker import NAME
-from builder.service.worker import Worker, WorkerConfig
-from builder.service.worker_api import WorkerApi
 
 log = logging.getLogger(__name__)
 DEFAULT_CACHE = Path("/var/cache/imgbuild-worker")
 
 
 def _label(text: str) -> str:
+    from builder.service.routes_worker import NAME
+
     if not NAME.match(text):
         raise ImgbuildError(
             f"invalid label {text!r}", hint="1-100 of A-Z a-z 0-9 . _ : @ -, e.g. arch:aarch64"
@@ -31,6 +30,11 @@ def _label(text: str) -> str:
 
 
 def run_worker(args: argparse.Namespace) -> int:
+    # The worker's modules load only for this command.
+    from builder.service.routes_worker import NAME
+    from builder.service.worker import Worker, WorkerConfig
+    from builder.service.worker_api import WorkerApi
+
     labels = tuple(args.label) or (f"arch:{Arch.host().value}",)
     name = args.name or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     if not NAME.match(name):

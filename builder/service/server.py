@@ -34,6 +34,7 @@ from builder import __version__
 from builder.errors import ImgbuildError
 from builder.service import routes_blueprints, routes_compose, routes_packages, routes_worker
 from builder.service.api import Context, Handler, Request, Response, json_response
+from builder.service.defaults import DEFAULT_SOCKET, DEFAULT_STATE
 from builder.service.farm import Farm
 from builder.service.migrate import migrate_passwords
 from builder.service.queue import ComposeQueue, QueueConfig
@@ -54,8 +55,6 @@ from builder.service.weldr import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SOCKET = Path("/run/imgbuild/api.socket")
-DEFAULT_STATE = Path("/var/lib/imgbuild")
 MAX_BODY = 4 * 1024 * 1024  # blueprints are kilobytes; anything near this is a mistake or an attack
 DRAIN_LIMIT = (
     64 * 1024 * 1024

@@ -101,6 +101,7 @@ class Compose:
     pid: int | None
     image: str | None  # the image's file name inside the compose's output directory
     runs: int  # how many times a worker claimed it: 1 at most, by construction
+    upload: dict[str, str] | None = None  # the upload's public part (uploads.AwsUpload.public())
 
     def entry(self) -> dict[str, object]:
         """The compose entry E of queue/finished/failed/status (weldr/compose.go)."""
@@ -141,6 +142,7 @@ def _compose(row: sqlite3.Row) -> Compose:
         pid=row["pid"],
         image=row["image"],
         runs=row["runs"],
+        upload=json.loads(row["upload"]) if row["upload"] else None,
     )
 
 

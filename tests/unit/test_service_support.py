@@ -62,6 +62,9 @@ if fmt == "ami":  # what an upload got: its flags, and its AWS environment as ha
     aws = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in os.environ.items() if k.startswith("AWS_")}
     with open(os.path.join(state, "standin-aws.json"), "w") as f:
         json.dump({"argv": args[args.index("--progress=json") + 1:], "env": aws}, f)
+    if ref == "oci:/standin/hang-upload":
+        event(event="transfer", what="upload", done=0, total=len(data), sent=0, rate=0)
+        time.sleep(120)
     region = args[args.index("--aws-region") + 1]
     upload = {"cloud": "aws", "region": region, "image_id": "ami-0standin", "snapshot_id": "snap-0"}
     result["uploads"] = [upload]

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,21 @@ def test_cancel_forgets_the_credentials(tmp_path: Path) -> None:
         assert cli.raw("DELETE", f"/api/v1/compose/cancel/{waiting}").json()["status"] is True
         assert not service.queue.holds_upload(waiting)
         assert cc.info(waiting)["uploads"][0]["status"] == "FAILED"
+
+
+def test_a_running_upload_shows_running_and_cancels(tmp_path: Path) -> None:
+    ref = "oci:/standin/hang-upload"  # the stand-in builds, then hangs in its upload
+    with running_service(tmp_path / "state", builder=standin_builder(tmp_path), grace=3.0) as (_, cli):
+        cc = Commands(cli)
+        cc.push(BLUEPRINT)
+        upload = {"image_name": "web-ami", **PROFILE}
+        compose_id = cc.start_ostree("web", "ami", url=ref, upload=upload)["build_id"]
+        deadline = time.monotonic() + 30
+        while cc.info(compose_id)["uploads"][0]["status"] != "RUNNING":
+            assert cc.info(compose_id)["queue_status"] in ("WAITING", "RUNNING")
+            assert time.monotonic() < deadline, cli.log(compose_id)
+            time.sleep(0.1)
+        assert cli.raw("DELETE", f"/api/v1/compose/cancel/{compose_id}").json()["status"] is True
+        info = cc.info(compose_id)
+        assert (info["queue_status"], info["uploads"][0]["status"]) == ("FAILED", "FAILED")
+        assert "ami" not in info["uploads"][0]

@@ -50,13 +50,13 @@ def _request_body(req: Request) -> dict[str, Any]:
 
 def start(ctx: Context, req: Request) -> Response:
     """Queue a compose. Everything is checked before anything is created: the request (compose_request),
-    the blueprint, the image against the reference policy, an upload."""
+    the upload against the compose type, the blueprint, the image against the reference policy."""
     request = parse_request(_request_body(req))
+    start_upload(request.compose_type, request.upload)
     blueprint = ctx.store.committed(request.blueprint_name)
     if blueprint is None:
         raise WeldrError(UNKNOWN_BLUEPRINT, f"Unknown blueprint name: {request.blueprint_name}")
     ref = choose_ref(request, blueprint, ctx.default_ref, ctx.policy)
-    start_upload(request.compose_type, request.upload)
     compose_type, size, warnings = request.compose_type, request.size, list[str]()
     upload = request.upload.public() if request.upload is not None else None  # never the credentials
 

@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 import tarfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,12 @@ def _holding(state: Path, *needles: str) -> list[str]:
         for path in state.rglob("*")
         if path.is_file() and any(n.encode() in path.read_bytes() for n in needles)
     ]
+
+
+def _owned(ec2: Any) -> tuple[set[str], set[str]]:
+    """(image ids, snapshot ids) the account owns."""
+    images = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
+    return images, {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
 
 
 def _tar_files(data: bytes) -> dict[str, bytes]:
@@ -126,3 +133,34 @@ def test_wrong_credentials_fail_the_compose_with_one_line(
             assert '"event": "stage-start"' not in cli.log(compose_id)  # nothing was built
         assert _holding(state, "not-the-secret") == []
     assert "not-the-secret" not in info["reason"]
+
+
+def test_cancel_during_the_upload_leaves_nothing_in_aws(
+    example_x86_64: ExampleImage, builder_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with moto_server() as moto:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
+        allow = allowing(example_x86_64.reference)
+        ec2 = moto.client("ec2")
+        before = _owned(ec2)
+        with running_service(builder_tmp / "state", allow_refs=allow, grace=60) as (_, cli):
+            cc = Commands(cli)
+            cc.push(EXAMPLE_BLUEPRINT)
+            upload = {"image_name": "imgbuild-canceled", **_profile("AKIASVCUPLOAD0000002", "s3cr3t", None)}
+            compose_id = cc.start_ostree("example", "ami", url=example_x86_64.reference, upload=upload)[
+                "build_id"
+            ]
+            deadline = time.monotonic() + 1800
+            while '"what": "upload"' not in cli.log(compose_id):  # the snapshot exists, blocks are going up
+                assert cc.info(compose_id)["queue_status"] in ("WAITING", "RUNNING"), log_tail(
+                    cli, compose_id
+                )
+                assert time.monotonic() < deadline, log_tail(cli, compose_id)
+                time.sleep(0.1)
+            assert cc.info(compose_id)["uploads"][0]["status"] == "RUNNING"
+            assert _owned(ec2)[1] > before[1]  # the snapshot being uploaded
+            assert cli.raw("DELETE", f"/api/v1/compose/cancel/{compose_id}").json()["status"] is True
+            info = cc.info(compose_id)
+            assert (info["queue_status"], info["uploads"][0]["status"]) == ("FAILED", "FAILED")
+        assert _owned(ec2) == before  # moto's own snapshots only: the partial one was deleted
+    assert leaked_resources(builder_tmp) == []

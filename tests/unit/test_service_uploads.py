@@ -18,7 +18,7 @@ import pytest
 
 from builder.service.uploads import RESTARTED_REASON, upload_id
 from tests.unit.composer_cli import Commands
-from tests.unit.test_service_support import running_service, standin_builder
+from tests.unit.test_service_support import ComposerCli, running_service, standin_builder
 
 OK = "oci:/standin/ok"
 ACCESS_KEY = "AKIASERVICETESTKEY01"
@@ -56,6 +56,14 @@ def _tar_bytes(data: bytes) -> bytes:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         members = [tar.extractfile(m) for m in tar.getmembers()]
         return b"".join(m.read() for m in members if m is not None)
+
+
+def _wait_started(cli: ComposerCli, compose_id: str) -> None:
+    """Until the stand-in builder runs (its first line is in the log): the compose keeps the worker busy."""
+    deadline = time.monotonic() + 60
+    while "started pid=" not in cli.log(compose_id):
+        assert time.monotonic() < deadline, cli.log(compose_id)
+        time.sleep(0.05)
 
 
 def test_an_ami_compose_uploads_with_the_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,7 +134,7 @@ def test_a_waiting_upload_fails_at_restart(tmp_path: Path) -> None:
         cc.push(BLUEPRINT)
         cc.push(BLUEPRINT.replace('"web"', '"hang"') + 'container_ref = "oci:/standin/hang"\n')
         hang = cc.start("hang", "qcow2")["build_id"]
-        cli.wait(hang, until=("RUNNING",))
+        _wait_started(cli, hang)
         waiting = cc.start("web", "ami", upload={"image_name": "web-ami", **PROFILE})["build_id"]
         assert cc.info(waiting)["uploads"][0]["status"] == "WAITING"
         assert _secret_files(state) == []
@@ -147,7 +155,7 @@ def test_cancel_forgets_the_credentials(tmp_path: Path) -> None:
         cc.push(BLUEPRINT)
         cc.push(BLUEPRINT.replace('"web"', '"hang"') + 'container_ref = "oci:/standin/hang"\n')
         hang = cc.start("hang", "qcow2")["build_id"]
-        cli.wait(hang, until=("RUNNING",))
+        _wait_started(cli, hang)
         waiting = cc.start("web", "ami", upload={"image_name": "web-ami", **PROFILE})["build_id"]
         assert service.queue.holds_upload(waiting)
         assert cli.raw("DELETE", f"/api/v1/compose/cancel/{waiting}").json()["status"] is True

@@ -5,6 +5,10 @@ never lost and never run twice, and waiting composes survive a restart. Each com
 as the command line (`python -m builder TYPE REF --blueprint ... --output ... --progress=json`) through
 builder.run.spawn (buildproc.run_build) in its own session, so cancelling kills its whole process group:
 SIGTERM, then SIGKILL after a grace period.
+
+A compose with an upload runs the builder's upload command (`ami ... --aws-region R --aws-ami-name NAME`);
+its credentials are held here, in memory only, from the request until its builder starts, and go only into
+that child's environment (uploads.child_env). Waiting upload composes whose credentials a restart lost fail.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from builder.service.buildproc import (
     stop_group,
 )
 from builder.service.store import Compose, ComposeStatus, Store
+from builder.service.uploads import RESTARTED_REASON, AwsUpload, builder_arguments, child_env
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,7 @@ def builder_argv(config: QueueConfig, compose: Compose) -> list[str]:
     directory = compose_dir(config.state_dir, compose.id)
     size = ["--size", str(compose.image_size)] if compose.image_size > 0 else []
     size += ["--arch", compose.arch] if compose.arch else []
+    upload = builder_arguments(compose.upload) if compose.upload is not None else []
     return [
         *config.builder_command,
         compose.compose_type,
@@ -69,6 +75,7 @@ def builder_argv(config: QueueConfig, compose: Compose) -> list[str]:
         str(directory / OUTPUT_NAME),
         *size,
         "--progress=json",
+        *upload,
     ]
 
 
@@ -81,6 +88,26 @@ class ComposeQueue:
         self._lock = threading.Lock()
         self._cancel: dict[str, threading.Event] = {}  # running compose id -> "stop it" signal
         self._done: dict[str, threading.Event] = {}  # running compose id -> "its worker let go"
+        self._uploads: dict[str, AwsUpload] = {}  # waiting compose id -> its upload, with the credentials
+
+    # -- upload credentials (memory only)
+
+    def hold_upload(self, compose_id: str, upload: AwsUpload) -> None:
+        """Keep a compose's upload, credentials included, until its builder starts (before it is queued)."""
+        with self._lock:
+            self._uploads[compose_id] = upload
+
+    def drop_upload(self, compose_id: str) -> None:
+        with self._lock:
+            self._uploads.pop(compose_id, None)
+
+    def holds_upload(self, compose_id: str) -> bool:
+        with self._lock:
+            return compose_id in self._uploads
+
+    def _take_upload(self, compose_id: str) -> AwsUpload | None:
+        with self._lock:
+            return self._uploads.pop(compose_id, None)
 
     # -- life cycle
 
@@ -99,6 +126,13 @@ class ComposeQueue:
             if compose.pid and cmdline_names(compose.pid, compose.id):
                 stop_group(compose.pid, self.config.grace)
             self._append_log(compose.id, f"compose FAILED: {STOPPED_REASON}")
+        for compose in self.store.composes(ComposeStatus.WAITING):
+            lost = compose.upload is not None and not self.holds_upload(compose.id)
+            if lost and self.store.cancel_waiting(compose.id, RESTARTED_REASON):
+                log.warning(
+                    "compose %s waited with an upload: marked FAILED (%s)", compose.id, RESTARTED_REASON
+                )
+                self._append_log(compose.id, f"compose FAILED: {RESTARTED_REASON}")
 
     def stop(self) -> None:
         """Stop the workers; running composes are killed and reported FAILED (STOPPED_REASON)."""
@@ -110,6 +144,8 @@ class ComposeQueue:
         for thread in self._threads:
             thread.join()
         self._threads.clear()
+        with self._lock:
+            self._uploads.clear()
 
     def notify(self) -> None:
         self.store.waker.wake()
@@ -117,6 +153,7 @@ class ComposeQueue:
     def cancel(self, compose_id: str) -> bool:
         """Cancel a WAITING or RUNNING compose; False when it is in neither state."""
         if self.store.cancel_waiting(compose_id, CANCELED_REASON):
+            self.drop_upload(compose_id)
             self._append_log(compose_id, f"compose FAILED: {CANCELED_REASON}")
             return True
         if not self.store.request_cancel(compose_id):
@@ -186,17 +223,23 @@ class ComposeQueue:
             with self._lock:
                 self._cancel.pop(compose.id, None)
                 self._done.pop(compose.id, None)
+                self._uploads.pop(compose.id, None)
         self._append_log(compose.id, f"compose {status.value}" + (f": {reason}" if reason else ""))
         self.store.finish(compose.id, status, reason, image)
         done.set()
 
     def _run(self, compose: Compose, cancel: threading.Event) -> tuple[ComposeStatus, str | None, str | None]:
+        # the builder's own settings, and the path the service itself was imported from
+        extra = {k: v for k, v in os.environ.items() if k.startswith("IMGBUILD_") or k == "PYTHONPATH"}
+        if compose.upload is not None:
+            upload = self._take_upload(compose.id)
+            if upload is None:  # the service restarted since the request
+                return ComposeStatus.FAILED, RESTARTED_REASON, None
+            extra |= child_env(upload, dict(os.environ))
         directory = compose_dir(self.config.state_dir, compose.id)
         output = directory / OUTPUT_NAME
         output.mkdir(parents=True, exist_ok=True)
         argv = builder_argv(self.config, compose)
-        # the builder's own settings, and the path the service itself was imported from
-        extra = {k: v for k, v in os.environ.items() if k.startswith("IMGBUILD_") or k == "PYTHONPATH"}
         self._append_log(compose.id, "running " + " ".join(argv))
         try:
             returncode, canceled = run_build(

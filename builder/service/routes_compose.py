@@ -19,7 +19,7 @@ from builder.service.bpcodec import encode_toml, media_type, weldr_view
 from builder.service.compose_request import builder_blueprint, choose_ref, parse_request
 from builder.service.queue import BLUEPRINT_NAME, LOG_NAME, OUTPUT_NAME, compose_dir
 from builder.service.store import Compose, ComposeStatus
-from builder.service.uploads import start_upload
+from builder.service.uploads import UPLOAD_ERROR, start_upload, upload_entry, upload_id
 from builder.service.weldr import (
     BUILD_IN_WRONG_STATE,
     COMPOSE_ERROR,
@@ -50,14 +50,18 @@ def _request_body(req: Request) -> dict[str, Any]:
 
 def start(ctx: Context, req: Request) -> Response:
     """Queue a compose. Everything is checked before anything is created: the request (compose_request),
-    the blueprint, the image against the reference policy, an upload."""
+    the upload against the compose type, the blueprint, the image against the reference policy."""
     request = parse_request(_request_body(req))
+    start_upload(request.compose_type, request.upload)
+    if request.upload is not None and ctx.queue.config.workers == 0:
+        # Upload credentials live only in this service's memory: remote workers never see them.
+        raise WeldrError(
+            UPLOAD_ERROR, "uploads run on the service's own builders, and this service has none (--workers 0)"
+        )
     blueprint = ctx.store.committed(request.blueprint_name)
     if blueprint is None:
         raise WeldrError(UNKNOWN_BLUEPRINT, f"Unknown blueprint name: {request.blueprint_name}")
     ref = choose_ref(request, blueprint, ctx.default_ref, ctx.policy)
-    if request.upload is not None:
-        start_upload(request.compose_type, request.upload)
     compose_type, size, warnings = request.compose_type, request.size, list[str]()
     upload = request.upload.public() if request.upload is not None else None  # never the credentials
 
@@ -74,42 +78,91 @@ def start(ctx: Context, req: Request) -> Response:
             reason = "test compose" if test == "1" else None
             ctx.store.add_compose(compose_id, blueprint, compose_type, ref, size, status, reason, upload)
         else:
+            if request.upload is not None:  # held before it is queued: a worker may claim it at once
+                ctx.queue.hold_upload(compose_id, request.upload)
             ctx.store.add_compose(
                 compose_id, blueprint, compose_type, ref, size, upload=upload, arch=request.arch
             )
     except BaseException:
+        ctx.queue.drop_upload(compose_id)
         shutil.rmtree(directory, ignore_errors=True)  # no directory without its compose
         raise
     ctx.queue.notify()
-    return json_response({"build_id": compose_id, "status": True, "warnings": warnings})
+    reply: dict[str, object] = {"build_id": compose_id, "status": True, "warnings": warnings}
+    if upload is not None:
+        reply["upload_id"] = upload_id(compose_id)  # composer-cli: "Upload ... added to the upload queue"
+    return json_response(reply)
 
 
 def types(ctx: Context, req: Request) -> Response:
     return json_response({"types": [{"name": name, "enabled": True} for name in COMPOSE_TYPES]})
 
 
-def _entry(compose: Compose) -> dict[str, object]:
+def _uploaded(ctx: Context, compose: Compose) -> dict[str, Any] | None:
+    """The upload's record in the builder's result.json (AMI and snapshot ids, region), once done."""
+    result = compose_dir(ctx.config.state_dir, compose.id) / OUTPUT_NAME / "result.json"
+    try:
+        records = json.loads(result.read_text()).get("uploads", [])
+    except (OSError, ValueError, AttributeError):
+        return None
+    done = (
+        [r for r in records if isinstance(r, dict) and r.get("image_id")] if isinstance(records, list) else []
+    )
+    return done[-1] if done else None
+
+
+def _uploading(ctx: Context, compose: Compose) -> bool:
+    """Whether a running upload compose has built its disk (the builder's build-end event is in its log)."""
+    try:
+        with open(_log_path(ctx, compose), "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 256 * 1024))
+            tail = f.read()
+    except OSError:
+        return False
+    return b'"what": "upload"' in tail or any(
+        line.startswith(b'{"event": "build-end"') and b'"status": "ok"' in line for line in tail.splitlines()
+    )
+
+
+def _uploads(ctx: Context, compose: Compose) -> list[dict[str, object]]:
+    """The compose's upload as composer lists it, with its own status (WAITING until the disk is built)."""
+    if compose.upload is None:
+        return []
+    record = _uploaded(ctx, compose)
+    if record is not None:
+        status = "FINISHED"
+    elif compose.status is ComposeStatus.RUNNING:
+        status = "RUNNING" if _uploading(ctx, compose) else "WAITING"
+    else:
+        status = compose.status.value
+    return [upload_entry(compose.id, compose.created, compose.upload, status, record)]
+
+
+def _entry(ctx: Context, compose: Compose) -> dict[str, object]:
     entry = compose.entry()
     if compose.reason:
         entry["reason"] = compose.reason  # imgbuild's addition: why it failed
+    uploads = _uploads(ctx, compose)
+    if uploads:
+        entry["uploads"] = uploads
     return entry
 
 
 def queue(ctx: Context, req: Request) -> Response:
     return json_response(
         {
-            "new": [_entry(c) for c in ctx.store.composes(ComposeStatus.WAITING)],
-            "run": [_entry(c) for c in ctx.store.composes(ComposeStatus.RUNNING)],
+            "new": [_entry(ctx, c) for c in ctx.store.composes(ComposeStatus.WAITING)],
+            "run": [_entry(ctx, c) for c in ctx.store.composes(ComposeStatus.RUNNING)],
         }
     )
 
 
 def finished(ctx: Context, req: Request) -> Response:
-    return json_response({"finished": [_entry(c) for c in ctx.store.composes(ComposeStatus.FINISHED)]})
+    return json_response({"finished": [_entry(ctx, c) for c in ctx.store.composes(ComposeStatus.FINISHED)]})
 
 
 def failed(ctx: Context, req: Request) -> Response:
-    return json_response({"failed": [_entry(c) for c in ctx.store.composes(ComposeStatus.FAILED)]})
+    return json_response({"failed": [_entry(ctx, c) for c in ctx.store.composes(ComposeStatus.FAILED)]})
 
 
 def _compose(ctx: Context, text: str) -> Compose:
@@ -133,7 +186,7 @@ def status(ctx: Context, req: Request) -> Response:
         and wanted.get("status", c.status.value) == c.status.value
         and wanted.get("type", c.compose_type) == c.compose_type
     ]
-    return json_response({"uuids": [_entry(c) for c in composes]})
+    return json_response({"uuids": [_entry(ctx, c) for c in composes]})
 
 
 def info(ctx: Context, req: Request) -> Response:
@@ -155,6 +208,9 @@ def info(ctx: Context, req: Request) -> Response:
         reply["worker"] = compose.worker
     if compose.reason:
         reply["reason"] = compose.reason
+    uploads = _uploads(ctx, compose)
+    if uploads:
+        reply["uploads"] = uploads
     return json_response(reply)
 
 

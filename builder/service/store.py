@@ -81,6 +81,7 @@ class Compose:
     worker: str | None = None  # the remote worker running it (None: local, or not running)
     heartbeat: float | None = None
     requeues: int = 0
+    upload: dict[str, str] | None = None  # the upload's public part (uploads.AwsUpload.public())
 
     def entry(self) -> dict[str, object]:
         """The compose entry E of queue/finished/failed/status (weldr/compose.go)."""
@@ -125,6 +126,7 @@ def _compose(row: RowMapping) -> Compose:
         worker=row["worker"],
         heartbeat=row["heartbeat"],
         requeues=row["requeues"],
+        upload=json.loads(row["upload"]) if row["upload"] else None,
     )
 
 
@@ -390,6 +392,8 @@ class Store:
         query = select(c.id).where(c.status == ComposeStatus.WAITING.value)
         if arches is not None:
             query = query.where(c.arch.is_(None) | c.arch.in_(arches))
+        if worker is not None:  # an upload's credentials are only in this service's memory: built here
+            query = query.where(c.upload.is_(None))
         # PostgreSQL: a row another claim holds is skipped, not waited for; SQLite renders no FOR UPDATE
         # (its BEGIN IMMEDIATE already makes this transaction the only writer)
         query = query.order_by(c.seq).limit(1).with_for_update(skip_locked=True)

@@ -7,20 +7,30 @@ names a profile stored on the server, which imgbuild has none of. Only AWS is a 
 upload to; every other one is refused, never dropped.
 
 The credentials are secrets: an AwsUpload never shows them (repr, public()), and the service never stores
-them; `public()` is what a compose may keep. `start_upload` is the one place the compose route hands an
-upload over.
+them; `public()` is what a compose may keep (the database's `upload` column). The queue holds the
+credentials in memory from the request until the builder starts, and gives them only to that child's
+environment (`child_env`); a service that restarts meanwhile has lost them and fails the compose.
+
+A compose with an AWS upload runs the builder's `ami` command, the one the command line runs (`imgbuild ami
+REF --aws-region R --aws-ami-name NAME`): it builds the raw disk, uploads it through the EBS direct APIs and
+registers the AMI. The profile's `bucket` and `key` are accepted (composer-cli profiles always have them)
+but not used: EBS direct needs no bucket and no `vmimport` role, and is faster than S3 + ImportSnapshot.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from builder.service.weldr import COMPOSE_ERROR, WeldrError
+from builder.service.weldr import COMPOSE_ERROR, UPLOAD_COMPOSE_TYPES, WeldrError
 
 UPLOAD_ERROR = "UploadError"
-AWS_UNAVAILABLE = "AWS upload not available in this build"
+RESTARTED_REASON = "upload credentials are not kept across restarts; start the compose again"
+# The service's own environment the builder keeps for an upload: where the AWS APIs are (test servers,
+# AWS-compatible clouds) and which CA to trust for them. Never the service's own credentials.
+_PASSED_ENV = ("AWS_CA_BUNDLE",)  # and every AWS_ENDPOINT_URL*
 
 # AWS names: regions (us-east-1), S3 buckets (3-63 lower-case letters, digits, '.', '-'), object keys
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
@@ -98,8 +108,9 @@ def parse_upload(upload: object) -> AwsUpload | None:
         )
     access = _text(settings, "accessKeyID", None, required=False)
     secret = _text(settings, "secretAccessKey", None, required=False)
-    if bool(access) != bool(secret):
-        raise _refuse("the AWS upload profile needs both accessKeyID and secretAccessKey, or neither")
+    if not access or not secret:
+        # the service's own AWS identity is not lent to the users of its socket
+        raise _refuse("the AWS upload profile needs settings.accessKeyID and settings.secretAccessKey")
     return AwsUpload(
         image_name=image_name,
         region=_text(settings, "region", _REGION, required=True),
@@ -111,12 +122,69 @@ def parse_upload(upload: object) -> AwsUpload | None:
     )
 
 
-def start_upload(compose_type: str, upload: AwsUpload) -> None:
-    """Check that `upload` can follow a compose of `compose_type`, before the compose is queued.
+def start_upload(compose_type: str, upload: AwsUpload | None) -> None:
+    """Check that the compose type and the upload go together, before the compose is queued."""
+    if upload is not None and compose_type not in UPLOAD_COMPOSE_TYPES:
+        raise WeldrError(
+            COMPOSE_ERROR,
+            f"an AWS upload needs compose type ami, not {compose_type} "
+            "(composer-cli compose start NAME ami IMAGE_NAME PROFILE.toml)",
+        )
+    if upload is None and compose_type in UPLOAD_COMPOSE_TYPES:
+        # an ami compose is its upload; the disk alone is the raw compose type
+        raise WeldrError(
+            COMPOSE_ERROR,
+            f"compose type {compose_type} needs an upload profile: composer-cli compose start NAME "
+            f"{compose_type} IMAGE_NAME PROFILE.toml (for the disk alone, use compose type raw)",
+        )
 
-    The one place to wire the AWS upload (branch `ami`) in: until then every AWS upload is refused here,
-    so the compose route creates nothing.
-    """
-    if compose_type not in ("ami", "raw", "vhd"):
-        raise WeldrError(COMPOSE_ERROR, f"an AWS upload needs an ami image, not {compose_type}")
-    raise _refuse(AWS_UNAVAILABLE)
+
+def builder_arguments(public: dict[str, str]) -> list[str]:
+    """The builder's upload flags for a stored upload (its public part: no secret on a command line)."""
+    return ["--aws-region", public["region"], "--aws-ami-name", public["image_name"]]
+
+
+def child_env(upload: AwsUpload, environ: dict[str, str]) -> dict[str, str]:
+    """The builder's AWS environment: the profile's credentials and the service's endpoints, nothing of
+    the service's own AWS configuration (shared files, instance role)."""
+    env = {
+        name: value
+        for name, value in environ.items()
+        if name.startswith("AWS_ENDPOINT_URL") or name in _PASSED_ENV
+    }
+    env |= {
+        "AWS_ACCESS_KEY_ID": upload.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": upload.secret_access_key,
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    if upload.session_token:
+        env["AWS_SESSION_TOKEN"] = upload.session_token
+    return env
+
+
+def upload_id(compose_id: str) -> str:
+    """The upload's id (composer-cli prints it after `compose start`): derived, so nothing more is stored."""
+    return str(uuid.uuid5(uuid.UUID(compose_id), "aws-upload"))
+
+
+def upload_entry(
+    compose_id: str, created: float, public: dict[str, str], status: str, result: dict[str, Any] | None
+) -> dict[str, object]:
+    """An upload as osbuild-composer's Weldr API shows it in compose info and the compose lists (uuid,
+    status, provider_name, image_name, creation_time, settings without credentials), and imgbuild's
+    additions once it is done: the AMI and snapshot ids."""
+    entry: dict[str, object] = {
+        "uuid": upload_id(compose_id),
+        "status": status,
+        "provider_name": public.get("provider", "aws"),
+        "image_name": public["image_name"],
+        "creation_time": created,
+        "settings": {key: public[key] for key in ("region", "bucket", "key") if key in public},
+    }
+    if result is not None:
+        entry["ami"] = result.get("image_id")
+        entry["snapshot_id"] = result.get("snapshot_id")
+        entry["region"] = result.get("region")
+    return entry

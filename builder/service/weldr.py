@@ -12,8 +12,12 @@ from dataclasses import dataclass
 
 from targets.formats import DISK_FORMATS, FORMATS
 
+# The compose types that exist only with an upload, and the provider each uploads to: the builder's command
+# of the same name builds the disk and uploads it (`imgbuild ami`). The target registry takes them over.
+UPLOAD_COMPOSE_TYPES = {"ami": "aws"}
+
 # The output formats a compose can produce: the builder's commands of the same names (targets.formats).
-COMPOSE_TYPES: tuple[str, ...] = tuple(fmt.value for fmt in DISK_FORMATS)
+COMPOSE_TYPES: tuple[str, ...] = (*(fmt.value for fmt in DISK_FORMATS), *UPLOAD_COMPOSE_TYPES)
 
 # The MIME type `compose/image` answers with, per compose type.
 IMAGE_MIME_TYPES = {fmt.value: spec.mime for fmt, spec in FORMATS.items()}

@@ -86,9 +86,16 @@ class Commands:
         return self._json("POST", "/compose", json.dumps(config).encode(), "application/json")
 
     def start_ostree(
-        self, name: str, compose_type: str, url: str = "", ref: str = "", parent: str = "", size_mib: int = 0
+        self,
+        name: str,
+        compose_type: str,
+        url: str = "",
+        ref: str = "",
+        parent: str = "",
+        size_mib: int = 0,
+        upload: Any = None,
     ) -> Any:
-        """compose start-ostree [--size] [--parent] [--ref] [--url] NAME TYPE"""
+        """compose start-ostree [--size] [--parent] [--ref] [--url] NAME TYPE [IMAGE PROFILE.toml]"""
         config: dict[str, Any] = {
             "blueprint_name": name,
             "compose_type": compose_type,
@@ -99,6 +106,8 @@ class Commands:
             config["size"] = size_mib * 1024**2
         if url:
             config["ostree"]["url"] = url
+        if upload is not None:
+            config["upload"] = upload
         return self._json("POST", "/compose", json.dumps(config).encode(), "application/json")
 
     def status(self) -> Any:

@@ -195,7 +195,12 @@ def test_options_imgbuild_cannot_honour_are_refused(tmp_path: Path) -> None:
             },
         }
         aws = _error(cc.start("web", "raw", upload={"image_name": "web-ami", **profile}))
-        assert aws == "UploadError: AWS upload not available in this build"
+        assert aws.startswith("ComposeError: an AWS upload needs compose type ami, not raw")
+        assert "needs an upload profile" in _error(cc.start("web", "ami"))
+        keyless = dict(profile, settings={k: v for k, v in profile["settings"].items() if k != "accessKeyID"})
+        assert "settings.accessKeyID" in _error(
+            cc.start("web", "ami", upload={"image_name": "web-ami", **keyless})
+        )
         azure = _error(
             cc.start("web", "qcow2", upload={"image_name": "x", "provider": "azure", "settings": {}})
         )

@@ -23,6 +23,7 @@ from typing import Any
 
 from builder.errors import ImportFailure
 from builder.ostree.gi import GLib
+from builder.ostree.loose import ObjectWriteError, StagedFile
 
 MAX_SMALL = 64
 MAX_LARGE = 2
@@ -51,7 +52,7 @@ class ParallelWrites:
         self.pool = ThreadPoolExecutor(workers or default_workers(), thread_name_prefix="ostree-write")
         self.small = threading.BoundedSemaphore(MAX_SMALL)
         self.large = threading.BoundedSemaphore(MAX_LARGE)
-        self.futures: set[Future[None]] = set()
+        self.errors: list[BaseException] = []  # of finished writes, in the order they failed
 
     def __enter__(self) -> ParallelWrites:
         return self
@@ -64,15 +65,19 @@ class ParallelWrites:
             self.pool.shutdown(wait=True, cancel_futures=True)
             return
         self.pool.shutdown(wait=True)
-        self._reap(all_done=True)
+        self._reap()
 
-    def _reap(self, *, all_done: bool = False) -> None:
-        done = self.futures if all_done else {f for f in self.futures if f.done()}
-        self.futures -= done
-        for future in done:
-            error = future.exception()
-            if error is not None:
-                raise error
+    def _reap(self) -> None:
+        """Raise the first error of a finished write (checked before each submission: a failed write
+        stops the import at once, not at the end of the layer)."""
+        if self.errors:
+            raise self.errors[0]
+
+    def _finished(self, future: Future[None], slots: threading.BoundedSemaphore) -> None:
+        slots.release()
+        if not future.cancelled() and (error := future.exception()) is not None:
+            with self.count_lock:
+                self.errors.append(error)
 
     def _guarded(self, checksum: str, write: Callable[[], Any]) -> None:
         try:
@@ -81,6 +86,8 @@ class ParallelWrites:
             write()
         except GLib.Error as e:
             raise self.fail(f"object {checksum}: {e.message}") from None
+        except ObjectWriteError as e:
+            raise self.fail(str(e)) from None
         with self.count_lock:
             self.written += 1
 
@@ -89,6 +96,8 @@ class ParallelWrites:
             wrote = work()
         except GLib.Error as e:
             raise self.fail(f"object {checksum}: {e.message}") from None
+        except ObjectWriteError as e:
+            raise self.fail(str(e)) from None
         if wrote:
             with self.count_lock:
                 self.written += 1
@@ -98,8 +107,7 @@ class ParallelWrites:
         self._reap()
         self.small.acquire()
         future = self.pool.submit(self._guarded, checksum, lambda: fn(*args))
-        future.add_done_callback(lambda _: self.small.release())
-        self.futures.add(future)
+        future.add_done_callback(lambda f: self._finished(f, self.small))
 
     def stream(self, checksum: str, open_writer: Callable[[], Any], chunks: Iterator[bytes]) -> None:
         """Feed `chunks` (read here, on the calling thread) to a ContentWriter running on a worker."""
@@ -116,7 +124,9 @@ class ParallelWrites:
             while True:
                 item = feed.get()
                 if item is _ABORT:
-                    return False  # the unfinished writer's temporary file goes away with it
+                    if isinstance(writer, StagedFile):
+                        writer.close(failed=True)
+                    return False  # libostree's unfinished writer takes its temporary file with it
                 if item is _END:
                     break
                 assert isinstance(item, bytes)
@@ -125,8 +135,7 @@ class ParallelWrites:
             return True
 
         future = self.pool.submit(self._guarded_stream, checksum, work)
-        future.add_done_callback(lambda _: self.large.release())
-        self.futures.add(future)
+        future.add_done_callback(lambda f: self._finished(f, self.large))
         try:
             for chunk in chunks:
                 self._put(feed, chunk, future)

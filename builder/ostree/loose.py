@@ -8,8 +8,8 @@ published.
 
 The on-disk format is libostree's for the mode (ostree-repo-commit.c, `commit_loose_regfile_object`):
 - `bare`: the file carries the object's uid, gid, mode and xattrs; mtime 0.
-- `bare-user`: owned by us, mode | 0744, the object's uid/gid/mode/xattrs in the `user.ostreemeta` xattr as
-  the GVariant `(uuua(ayay))` (big-endian integers); mtime 0.
+- `bare-user`: owned by us, mode & 0775 | 0400, the object's uid/gid/mode/xattrs in the `user.ostreemeta`
+  xattr as the GVariant `(uuua(ayay))` (big-endian integers); mtime 0.
 The checksum is ostree's content checksum: sha256 over the file header (the size-prefixed GVariant
 `(uuuusa(ayay))`: uid, gid, mode big-endian, rdev 0, no symlink target, xattrs) then the content. It is
 computed while the bytes are written and must equal the name the layer gave the object, or the object is
@@ -237,8 +237,10 @@ class StagedFile:
                     raise self.error(f"cannot set extended attribute {name!r}", e) from e
         else:
             try:
-                os.fchmod(fd, mode | 0o744)  # what libostree does: a user checkout needs the exec bits
                 os.setxattr(fd, OSTREEMETA, self.meta)
+                # libostree 2022.7's bits (seen on its objects): no setuid/setgid/sticky, no world
+                # write, always readable by us; a user-mode checkout takes them from here.
+                os.fchmod(fd, (mode & 0o775) | 0o400)
             except OSError as e:
                 raise self.error(f"cannot set mode and {OSTREEMETA}", e) from e
         try:

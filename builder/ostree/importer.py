@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class ImportResult:
     imported_layers: tuple[str, ...]  # layer digests read from the image this time
     reused_layers: tuple[str, ...]  # layer digests already in the repository
     filtered: Mapping[str, Mapping[str, int]]  # derived layer digest -> top level -> entries dropped
+    # Wall seconds of each phase: "ostree layers" (read, verify, write, sync), "derived layers", "merge".
+    phases: tuple[tuple[str, float], ...] = ()
 
 
 def open_or_create_repo(path: Path) -> Any:
@@ -76,13 +79,30 @@ def _complete(repo: Any, commit: str, *, partial_ok: bool = False) -> bool:
     return True
 
 
+OnBytes = Callable[[int, int], None]  # (bytes of layer blobs read or reused so far, bytes of all layers)
+
+
 class _Importer:
-    def __init__(self, image: Image, repo_path: Path, repo: Any) -> None:
+    def __init__(self, image: Image, repo_path: Path, repo: Any, on_bytes: OnBytes | None) -> None:
         self.image = image
         self.repo_path = repo_path
         self.repo = repo
         self.imported: list[str] = []
         self.reused: list[str] = []
+        self.on_bytes = on_bytes
+        self.total = sum(layer.size for layer in image.layers)
+        self.done = 0  # bytes of the layers finished
+
+    def layer_done(self, layer: Layer) -> None:
+        self.done += layer.size
+        if self.on_bytes is not None:
+            self.on_bytes(self.done, self.total)
+
+    def on_read(self) -> Callable[[int], None] | None:
+        report, done, total = self.on_bytes, self.done, self.total
+        if report is None:
+            return None
+        return lambda count: report(done + count, total)
 
     def present(self, layer: Layer) -> str | None:
         """The commit recording `layer`, if a previous import completed it."""
@@ -100,7 +120,7 @@ class _Importer:
         if self.present(layer):
             return
         with tarimport.transaction(self.repo):
-            with open_layer(self.image, layer) as stream:
+            with open_layer(self.image, layer, self.on_read()) as stream:
                 stats = tarimport.import_layer_objects(
                     self.repo, stream, layer=layer.digest, commit_layer=False
                 )
@@ -117,7 +137,7 @@ class _Importer:
         commit: str | None = None
         try:
             with tarimport.transaction(self.repo):
-                with open_layer(self.image, layer) as stream:
+                with open_layer(self.image, layer, self.on_read()) as stream:
                     stats = tarimport.import_layer_objects(
                         self.repo, stream, layer=layer.digest, commit_layer=True, expected_commit=expected
                     )
@@ -150,7 +170,7 @@ class _Importer:
             remap_factory_var=not OSTree.check_version(2024, 3),
         )
         with tempfile.TemporaryDirectory(dir=self.repo_path / "tmp", prefix="layer-") as tmp:
-            with open_layer(self.image, layer) as stream:
+            with open_layer(self.image, layer, self.on_read()) as stream:
                 result = derived.commit_derived_layer(
                     self.repo_path, stream, layer=layer.digest, config=config, tmpdir=Path(tmp)
                 )
@@ -169,11 +189,15 @@ class _Importer:
         return dict(value.unpack()) if value is not None else {}
 
 
-def import_image(image: Image, repo: Path, *, imgref: str) -> ImportResult:
-    """Import `image` into the ostree repository `repo` (created if missing); see the module doc."""
+def import_image(image: Image, repo: Path, *, imgref: str, on_bytes: OnBytes | None = None) -> ImportResult:
+    """Import `image` into the ostree repository `repo` (created if missing); see the module doc.
+
+    `on_bytes(done, total)` hears the progress in bytes of layer blobs (reused layers count as done)."""
     ostree_repo = open_or_create_repo(repo)
     (repo / "tmp").mkdir(exist_ok=True)
-    importer = _Importer(image, repo, ostree_repo)
+    importer = _Importer(image, repo, ostree_repo, on_bytes)
+    phases: list[tuple[str, float]] = []
+    t0 = time.monotonic()
     base: str | None = None
     if image.layout is not Layout.BOOTC:
         if image.ostree_commit is None:
@@ -183,15 +207,23 @@ def import_image(image: Image, repo: Path, *, imgref: str) -> ImportResult:
             )
         for layer in image.layers_with(LayerRole.OSTREE_CHUNK):
             importer.chunk(layer)
+            importer.layer_done(layer)
         (commit_layer,) = image.layers_with(LayerRole.OSTREE_COMMIT)
         base = importer.commit_layer(commit_layer)
+        importer.layer_done(commit_layer)
+        phases.append(("ostree layers", time.monotonic() - t0))
+        t0 = time.monotonic()
     layer_commits: list[str] = []
     filtered: dict[str, dict[str, int]] = {}
     for layer in image.layers_with(LayerRole.DERIVED):
         commit, counts = importer.derived(layer, base)
+        importer.layer_done(layer)
         layer_commits.append(commit)
         if counts:
             filtered[layer.digest] = counts
+    if layer_commits:
+        phases.append(("derived layers", time.monotonic() - t0))
+        t0 = time.monotonic()
     ref = image_ref(imgref)
     meta = merge.MergeMetadata(
         manifest_digest=image.manifest_digest,
@@ -202,6 +234,7 @@ def import_image(image: Image, repo: Path, *, imgref: str) -> ImportResult:
         version=image.labels.get("org.opencontainers.image.version") or image.labels.get("version"),
     )
     merged = merge.write_merge_commit(ostree_repo, repo, base=base, layers=layer_commits, meta=meta, ref=ref)
+    phases.append(("merge", time.monotonic() - t0))
     return ImportResult(
         merge_commit=merged,
         base_commit=base,
@@ -209,4 +242,5 @@ def import_image(image: Image, repo: Path, *, imgref: str) -> ImportResult:
         imported_layers=tuple(importer.imported),
         reused_layers=tuple(importer.reused),
         filtered=filtered,
+        phases=tuple(phases),
     )

@@ -205,6 +205,10 @@ class TarReader:
                 gid = int(pax.get("gid", _number(header[116:124])))
             except ValueError:
                 raise TarFormatError("invalid number in a PAX header") from None
+            if kind == b"\0" and name.endswith("/"):
+                kind = DIRTYPE  # as tarfile: an old-style directory
+            if kind == DIRTYPE:
+                name = name.rstrip("/")
             if kind in NO_CONTENT:
                 size = 0
             member = Member(name, linkname, kind, _number(header[100:108]), uid, gid, size)

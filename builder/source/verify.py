@@ -13,7 +13,7 @@ import io
 import queue
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import BinaryIO, Protocol, cast
 
@@ -168,8 +168,9 @@ class _Pipeline(io.RawIOBase):
     the point of the stream where it happened.
     """
 
-    def __init__(self, source: _Reader) -> None:
+    def __init__(self, source: _Reader, tick: Callable[[], None] | None = None) -> None:
         self._source = source
+        self._tick = tick
         self._queue: queue.Queue[bytes | BaseException] = queue.Queue(QUEUE_DEPTH)
         self._stop = threading.Event()
         self._chunk = b""
@@ -212,6 +213,8 @@ class _Pipeline(io.RawIOBase):
             self._ended = True
             return False
         self._chunk, self._offset = item, 0
+        if self._tick is not None:
+            self._tick()
         return True
 
     def read(self, size: int | None = -1, /) -> bytes:
@@ -243,12 +246,15 @@ def _drain(stream: _Reader) -> None:
 
 
 @contextmanager
-def open_layer(image: Image, layer: Layer) -> Iterator[BinaryIO]:
+def open_layer(
+    image: Image, layer: Layer, on_read: Callable[[int], None] | None = None
+) -> Iterator[BinaryIO]:
     """The decompressed tar stream of `layer`, verified against its digest, size and diff_id.
 
     VerificationError (naming the layer's digest) when the block exits cleanly and a check fails, or as
     soon as the compressed data cannot be decoded. A blob that passed is recorded in the cache and is not
-    hashed again. Decompression and hashing run on a second thread (see _Pipeline).
+    hashed again. Decompression and hashing run on a second thread (see _Pipeline). `on_read` hears,
+    on the consumer's thread, how many bytes of the blob were read so far (for progress reports).
     """
     cache = BlobCache.for_blob_dir(image.blob_dir)
     known_good = cache is not None and cache.is_verified(layer.digest, layer.diff_id)
@@ -267,7 +273,8 @@ def open_layer(image: Image, layer: Layer) -> Iterator[BinaryIO]:
         inflated = _decompressor(compression, stored_buffered)
         stack.callback(inflated.close)
         uncompressed = _Hashing(_Guarded(inflated, layer), hashing=not known_good)
-        stream = stack.enter_context(_Pipeline(uncompressed))
+        tick = (lambda: on_read(stored.count)) if on_read is not None else None
+        stream = stack.enter_context(_Pipeline(uncompressed, tick))
         try:
             yield cast(BinaryIO, stream)
         except VerificationError:

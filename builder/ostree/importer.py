@@ -9,8 +9,9 @@ ref already exists is not read again: that is how an update reuses the layers it
 imported before (and with what a booted bootc/rpm-ostree imported).
 
 The repository is created `bare` as root, `bare-user` otherwise; an existing repository of either mode
-is used as it is, and both give the same merge commit. Each layer is its own transaction, synced by
-libostree when it commits (a repository with `core.fsync=false` skips that). Derived layers' `/var`
+is used as it is, and both give the same merge commit. Each layer is its own transaction; the refs of the
+ostree layers are written together by a transaction that syncs the filesystem first (a repository with
+`core.fsync=false` skips that; see `_import_ostree_layers`). Derived layers' `/var`
 content lands in `usr/share/factory/var` (see derived.py: this libostree does not seed /var).
 """
 
@@ -92,6 +93,18 @@ class _Importer:
         self.on_bytes = on_bytes
         self.total = sum(layer.size for layer in image.layers)
         self.done = 0  # bytes of the layers finished
+        # Refs of the ostree layers imported, written together by `write_refs` after one sync.
+        self.pending_refs: list[tuple[str, str]] = []
+
+    def write_refs(self) -> None:
+        """One transaction for the refs: libostree syncs the filesystem when it commits, before it writes
+        them (ostree_repo_commit_transaction), so every object the refs reach is on disk first."""
+        if not self.pending_refs:
+            return
+        with tarimport.transaction(self.repo):
+            for ref, commit in self.pending_refs:
+                self.repo.transaction_set_ref(None, ref, commit)
+        self.pending_refs.clear()
 
     def layer_done(self, layer: Layer) -> None:
         self.done += layer.size
@@ -125,7 +138,7 @@ class _Importer:
                     self.repo, stream, layer=layer.digest, commit_layer=False
                 )
             commit = tarimport.write_object_set_commit(self.repo, stats.content_objects)
-            self.repo.transaction_set_ref(None, layer_ref(layer.digest), commit)
+            self.pending_refs.append((layer_ref(layer.digest), commit))
         log.info("layer %s: %d objects (%d new)", layer.digest, len(stats.content_objects), stats.written)
         self.imported.append(layer.digest)
 
@@ -155,7 +168,7 @@ class _Importer:
                 hint="the image is incomplete or its layers do not belong together",
             )
         self.repo.mark_commit_partial(commit, False)
-        self.repo.set_ref_immediate(None, layer_ref(layer.digest), commit, None)
+        self.pending_refs.append((layer_ref(layer.digest), commit))
         log.info("layer %s: commit %s, %d objects", layer.digest, commit, stats.metadata_objects)
         self.imported.append(layer.digest)
         return commit
@@ -189,6 +202,36 @@ class _Importer:
         return dict(value.unpack()) if value is not None else {}
 
 
+def _import_ostree_layers(importer: _Importer) -> str:
+    """Chunk layers, then the commit layer; returns the commit.
+
+    Each layer is its own transaction, committed without a sync: the refs are written at the end in one
+    transaction that syncs first (one sync instead of one per layer; an image has up to 64 layers, and
+    each syncfs also waits for whatever else the machine wrote). Layers completed before a failure or an
+    interruption keep their refs, so the next attempt reuses them.
+    """
+    repo = importer.repo
+    fsync_disabled = repo.get_disable_fsync()
+    repo.set_disable_fsync(True)
+    try:
+        for layer in importer.image.layers_with(LayerRole.OSTREE_CHUNK):
+            importer.chunk(layer)
+            importer.layer_done(layer)
+        (commit_layer,) = importer.image.layers_with(LayerRole.OSTREE_COMMIT)
+        base = importer.commit_layer(commit_layer)
+        importer.layer_done(commit_layer)
+    except BaseException as error:
+        repo.set_disable_fsync(fsync_disabled)
+        try:
+            importer.write_refs()
+        except (GLib.Error, OSError) as e:
+            error.add_note(f"writing the refs of the layers imported before this failed too: {e}")
+        raise
+    repo.set_disable_fsync(fsync_disabled)
+    importer.write_refs()
+    return base
+
+
 def import_image(image: Image, repo: Path, *, imgref: str, on_bytes: OnBytes | None = None) -> ImportResult:
     """Import `image` into the ostree repository `repo` (created if missing); see the module doc.
 
@@ -205,12 +248,7 @@ def import_image(image: Image, repo: Path, *, imgref: str, on_bytes: OnBytes | N
                 f"{image.reference}: its layers carry an ostree commit but it has no ostree.commit label",
                 hint="the image was not written by ostree-ext or rpm-ostree",
             )
-        for layer in image.layers_with(LayerRole.OSTREE_CHUNK):
-            importer.chunk(layer)
-            importer.layer_done(layer)
-        (commit_layer,) = image.layers_with(LayerRole.OSTREE_COMMIT)
-        base = importer.commit_layer(commit_layer)
-        importer.layer_done(commit_layer)
+        base = _import_ostree_layers(importer)
         phases.append(("ostree layers", time.monotonic() - t0))
         t0 = time.monotonic()
     layer_commits: list[str] = []

@@ -8,7 +8,6 @@ the kernel can refuse them.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -93,27 +92,27 @@ def test_xattr_the_kernel_refuses_fails_at_once(tmp_path: Path) -> None:
     run.run(["ostree", f"--repo={repo}", "fsck"])
 
 
-def test_read_only_objects_directory_fails_naming_the_cause(tmp_path: Path) -> None:
+def test_full_filesystem_fails_naming_the_cause(tmp_path: Path) -> None:
     """A target that refuses writes: the import stops with the reason, not with a missing-object error."""
     src = tmp_path / "src"
     commit = _commit(src, _tree(tmp_path / "tree"), {})
     image = image_from_oci_dir(_image(tmp_path, src, commit, chunks=0))
-    repo = tmp_path / "repo"
-    create_repo(repo, OSTree.RepoMode.BARE)
-    shutil.rmtree(repo / "tmp")
-    (repo / "tmp").mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=64", "tmpfs", str(repo / "tmp")]
-    run.run(mount)  # a staging area far too small for the image: ENOSPC in the middle of the layer
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    run.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)])  # the image needs 3 MiB and more
     try:
+        repo = mnt / "repo"
+        create_repo(repo, OSTree.RepoMode.BARE)
         with pytest.raises(ImportFailure) as info:
             import_image(image, repo, imgref="docker://registry.invalid/test/os:1")
         message = info.value.message
         # ENOSPC, or libostree's own reserve (min-free-space) when its write comes first.
         assert "No space left on device" in message or "min-free-space" in message, message
         assert "object " in message, message
+        assert not [r for r in run.run(["ostree", f"--repo={repo}", "refs"]).out.split() if "/image/" in r]
+        assert [p.name for p in (repo / "tmp").iterdir() if p.name.startswith("imgbuild-staging-")] == []
     finally:
-        run.run(["umount", "--lazy", str(repo / "tmp")])  # the repository object still holds it
-    assert not [r for r in run.run(["ostree", f"--repo={repo}", "refs"]).out.split() if "/image/" in r]
+        run.run(["umount", "--lazy", str(mnt)])  # the repository object may still hold it
 
 
 @pytest.mark.parametrize("mode", [OSTree.RepoMode.BARE, OSTree.RepoMode.BARE_USER])

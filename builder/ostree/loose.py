@@ -22,6 +22,7 @@ Objects are written into a private staging directory under the repository's `tmp
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -91,20 +92,25 @@ class Stage:
 
     def __init__(self, repo_path: Path, mode: Any) -> None:
         assert mode in SUPPORTED_MODES
-        self.objects = repo_path / "objects"
+        self.objects = f"{repo_path}/objects"  # strings: the per-object paths are built in hot loops
         self.tmp = repo_path / "tmp"
         self.bare = mode == OSTree.RepoMode.BARE
-        self.dir: Path | None = None
+        self.dir: str | None = None
+        self.dir_fd = -1
         self.staged: set[str] = set()  # written, awaiting publish
         self.claimed: set[str] = set()  # being written or written by this transaction (any object kind)
         self.lock = threading.Lock()
         self.headers: dict[tuple[int, int, int, int], tuple[bytes, bytes]] = {}
 
-    def _dir(self) -> Path:
+    def _dir_fd(self) -> int:
+        """The staging directory (made on first use), as a descriptor: no path lookups per object."""
+        if self.dir_fd >= 0:
+            return self.dir_fd
         with self.lock:
             if self.dir is None:
-                self.dir = Path(tempfile.mkdtemp(prefix="imgbuild-staging-", dir=self.tmp))
-            return self.dir
+                self.dir = tempfile.mkdtemp(prefix="imgbuild-staging-", dir=self.tmp)
+                self.dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            return self.dir_fd
 
     def claim(self, checksum: str) -> bool:
         """False when the content object is in the repository or this transaction has it already;
@@ -113,7 +119,7 @@ class Stage:
             if checksum in self.claimed:
                 return False
             self.claimed.add(checksum)
-        return not os.path.lexists(self.objects / checksum[:2] / f"{checksum[2:]}.file")
+        return not os.path.lexists(f"{self.objects}/{checksum[:2]}/{checksum[2:]}.file")
 
     def _headers(self, uid: int, gid: int, mode: int, xattrs: Xattrs) -> tuple[bytes, bytes]:
         key = (uid, gid, mode, id(xattrs.variant))
@@ -138,19 +144,33 @@ class Stage:
         """Move every staged object into `objects/` (then the caller's commit_transaction syncs them)."""
         if self.dir is None:
             return
+        stage_fd = self.dir_fd
+        objects_fd = os.open(self.objects, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self._move_all(stage_fd, objects_fd)
+        finally:
+            os.close(objects_fd)
+        self.discard()
+
+    def _move_all(self, stage_fd: int, objects_fd: int) -> None:
         made: set[str] = set()
         for checksum in sorted(self.staged):
             prefix = checksum[:2]
             if prefix not in made:
-                (self.objects / prefix).mkdir(exist_ok=True)
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(prefix, 0o777, dir_fd=objects_fd)
                 made.add(prefix)
             try:
-                (self.dir / checksum).rename(self.objects / prefix / f"{checksum[2:]}.file")
+                os.rename(
+                    checksum, f"{prefix}/{checksum[2:]}.file", src_dir_fd=stage_fd, dst_dir_fd=objects_fd
+                )
             except OSError as e:
                 raise ObjectWriteError(f"object {checksum}: cannot move it into the repository: {e}") from e
-        self.discard()
 
     def discard(self) -> None:
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
         if self.dir is not None:
             shutil.rmtree(self.dir)
             self.dir = None
@@ -176,9 +196,10 @@ class StagedFile:
         self.xattrs = xattrs
         self.meta = meta
         self.hash = hashlib.sha256(header)
-        self.path = stage._dir() / checksum
+        self.name = checksum
         try:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            self.fd = os.open(checksum, flags, 0o600, dir_fd=stage._dir_fd())
         except OSError as e:
             raise self.error("cannot create it", e) from e
 
@@ -200,7 +221,8 @@ class StagedFile:
         os.close(self.fd)
         self.fd = -1
         if failed:
-            self.path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.name, dir_fd=self.stage.dir_fd)
 
     def finish(self, _cancellable: object = None) -> None:
         actual = self.hash.hexdigest()

@@ -8,6 +8,7 @@ stage finds it in the cache.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from builder.errors import ArchMismatch
 from builder.facts import ImageFacts, gather
 from builder.manifest import Manifest, Stage
 from builder.ostree.importer import import_image
+from builder.progress import Progress
 from builder.source.fetch import fetch_image
 from builder.source.inspect import require_bootable
 from builder.source.reference import parse_reference
@@ -27,9 +29,13 @@ class Prepared:
     import_record: dict[str, str]
 
 
-def prepare(reference: str, *, arch: Arch | None, cache: Path) -> Prepared:
+def prepare(reference: str, *, arch: Arch | None, cache: Path, progress: Progress | None = None) -> Prepared:
+    """Fetch and import `reference`; `progress`, if given, hears the phases' times and the import's bytes."""
     ref = parse_reference(reference)
+    t0 = time.monotonic()
     image = fetch_image(ref, arch=arch, cache=cache / "oci")
+    if progress is not None:
+        progress.phase_finished("fetch", time.monotonic() - t0)
     if arch is not None and image.architecture is not arch:
         raise ArchMismatch(
             f"{ref} is a {image.architecture} image, but {arch} was asked for",
@@ -37,7 +43,13 @@ def prepare(reference: str, *, arch: Arch | None, cache: Path) -> Prepared:
         )
     require_bootable(image)
     repo = cache / "repo"
-    result = import_image(image, repo, imgref=ref.skopeo)
+    on_bytes = (
+        (lambda done, total: progress.transfer("import", done, total)) if progress is not None else None
+    )
+    result = import_image(image, repo, imgref=ref.skopeo, on_bytes=on_bytes)
+    if progress is not None:
+        for phase, seconds in result.phases:
+            progress.phase_finished(f"import: {phase}", seconds)
     facts = gather(image, reference=ref.skopeo, origin=ref.origin, repo=repo, commit=result.merge_commit)
     record = {"repo": str(repo), "commit": result.merge_commit, "image_ref": result.image_ref}
     return Prepared(facts, record)

@@ -52,7 +52,10 @@ def _build_arguments(parser: argparse.ArgumentParser) -> None:
 def _make_manifest(fmt: Format, args: argparse.Namespace) -> manifest_mod.Manifest:
     blueprint = load_blueprint(args.blueprint) if args.blueprint else Blueprint.empty()
     cache = cache_dir()
-    prepared = prepare(args.reference, arch=args.arch, cache=cache)
+    # Commands that build have --progress: the import (here, before planning) reports through it too.
+    mode = getattr(args, "progress", None)
+    progress = Progress(mode) if mode is not None else None
+    prepared = prepare(args.reference, arch=args.arch, cache=cache, progress=progress)
     options = PlanOptions(rootfs=args.rootfs, size=args.size, seed=args.seed, compression=args.compress)
     manifest = plan(prepared.facts, blueprint, fmt, options)
     remember_import(manifest, prepared, cache)

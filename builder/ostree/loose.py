@@ -41,7 +41,12 @@ OSTREEMETA = "user.ostreemeta"
 
 
 class ObjectWriteError(Exception):
-    """An object could not be written (the message names the object and the cause)."""
+    """An object could not be written (the message names the object and the cause): its data does not
+    match its name (`corrupt`), or the repository's filesystem refused it."""
+
+    def __init__(self, message: str, *, corrupt: bool = False) -> None:
+        super().__init__(message)
+        self.corrupt = corrupt
 
 
 @dataclass(frozen=True)
@@ -230,7 +235,8 @@ class StagedFile:
             self.close(failed=True)
             raise ObjectWriteError(
                 f"object {self.checksum}: Corrupted file object; "
-                f"checksum expected={self.checksum} actual={actual}"
+                f"checksum expected={self.checksum} actual={actual}",
+                corrupt=True,
             )
         try:
             self._apply_metadata()

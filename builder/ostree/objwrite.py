@@ -25,6 +25,10 @@ from builder.errors import ImportFailure
 from builder.ostree.gi import GLib
 from builder.ostree.loose import ObjectWriteError, StagedFile
 
+WRITE_HINT = (
+    "the filesystem of the ostree repository refused the write (full, read-only, or without support for "
+    "the object's extended attributes); free space or use a repository on another filesystem"
+)
 MAX_SMALL = 64
 MAX_LARGE = 2
 LARGE_QUEUE = 8
@@ -53,6 +57,7 @@ class ParallelWrites:
         self.small = threading.BoundedSemaphore(MAX_SMALL)
         self.large = threading.BoundedSemaphore(MAX_LARGE)
         self.errors: list[BaseException] = []  # of finished writes, in the order they failed
+        self.failed_object: str | None = None  # the checksum of the first write that failed
 
     def __enter__(self) -> ParallelWrites:
         return self
@@ -79,25 +84,32 @@ class ParallelWrites:
             with self.count_lock:
                 self.errors.append(error)
 
+    def _failed(self, checksum: str, error: GLib.Error | ObjectWriteError) -> ImportFailure:
+        with self.count_lock:
+            if self.failed_object is None:
+                self.failed_object = checksum
+        if isinstance(error, ObjectWriteError):
+            failure = self.fail(str(error))  # it names the object already
+            if not error.corrupt:
+                failure.hint = WRITE_HINT
+            return failure
+        return self.fail(f"object {checksum}: {error.message}")
+
     def _guarded(self, checksum: str, write: Callable[[], Any]) -> None:
         try:
             if self.present(checksum):
                 return
             write()
-        except GLib.Error as e:
-            raise self.fail(f"object {checksum}: {e.message}") from None
-        except ObjectWriteError as e:
-            raise self.fail(str(e)) from None
+        except (GLib.Error, ObjectWriteError) as e:
+            raise self._failed(checksum, e) from None
         with self.count_lock:
             self.written += 1
 
     def _guarded_stream(self, checksum: str, work: Callable[[], bool]) -> None:
         try:
             wrote = work()
-        except GLib.Error as e:
-            raise self.fail(f"object {checksum}: {e.message}") from None
-        except ObjectWriteError as e:
-            raise self.fail(str(e)) from None
+        except (GLib.Error, ObjectWriteError) as e:
+            raise self._failed(checksum, e) from None
         if wrote:
             with self.count_lock:
                 self.written += 1

@@ -47,6 +47,7 @@ SMALL_REGFILE_SIZE = 127 * 1024
 MAX_METADATA_SIZE = 64 * 1024 * 1024
 MAX_XATTRS_SIZE = 1024 * 1024
 CHUNK_SIZE = 1024 * 1024
+MAX_REMEMBERED_PATHS = 4096
 
 _METADATA_TYPES = {
     "commit": (OSTree.ObjectType.COMMIT, "(a{sv}aya(say)sstayay)"),
@@ -118,6 +119,7 @@ class _LayerReader:
         self.content: list[str] = []
         self.metadata = 0
         self.stage = _STAGES.get(repo)
+        self.paths: dict[str, str] = {}  # object checksum -> a path of it (recent objects only)
         self.writes = ParallelWrites(self.fail, self.has_content)
 
     def has_content(self, checksum: str) -> bool:
@@ -252,9 +254,22 @@ class _LayerReader:
         self.writes.stream(checksum, open_writer, tf.chunks(size))
 
     # --- the stream ---
+    def remember_path(self, name: str, member: Member) -> None:
+        """A checkout path's hardlink to an object: kept (for the last few objects) to name the file in
+        an error about its object, since the paths come after the object in the stream."""
+        target = member.linkname.removeprefix("./")
+        if target.startswith(REPO_PREFIX + "objects/") and target.endswith(".file"):
+            checksum = target[len(REPO_PREFIX) + 8 : -5].replace("/", "", 1)
+            if checksum not in self.paths:
+                self.paths[checksum] = name
+                if len(self.paths) > MAX_REMEMBERED_PATHS:
+                    del self.paths[next(iter(self.paths))]
+
     def entry(self, tf: TarReader, member: Member) -> None:
         name = member.name.removeprefix("./")
         if member.isdir() or not name.startswith(REPO_PREFIX):
+            if member.islnk():
+                self.remember_path(name, member)
             return  # directories and the hardlinks of the checkout paths carry nothing new
         rel = name[len(REPO_PREFIX) :]
         if rel.startswith("xattrs/"):  # v0: the xattrs content, named by its sha256
@@ -306,6 +321,13 @@ def import_layer_objects(
             raise reader.fail(f"xattrs for {reader.next_xattrs[0]} but no object follows")
         if commit_layer and reader.commit is None:
             raise reader.fail("no commit object")
+    except ImportFailure as e:
+        failed = reader.writes.failed_object
+        if failed is not None and failed in e.message and failed in reader.paths:
+            e.message += f" (the object of /{reader.paths[failed]})"
+        if reader.commit is not None:
+            repo.mark_commit_partial(reader.commit, False)
+        raise
     except BaseException:
         if reader.commit is not None:
             # The caller aborts the transaction, and the commit's objects go with it: no marker for them.

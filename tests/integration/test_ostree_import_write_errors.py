@@ -15,6 +15,7 @@ import pytest
 
 from builder import run
 from builder.errors import ImportFailure
+from builder.ostree.encapsulate import encapsulate
 from builder.ostree.gi import Gio, GLib, OSTree, create_repo
 from builder.ostree.importer import import_image
 from tests.helpers_oci import add_gzip_layer, image_from_oci_dir, v1_layers_from_commit, write_oci_image
@@ -72,16 +73,21 @@ def test_xattr_the_kernel_refuses_fails_at_once(tmp_path: Path) -> None:
     src = tmp_path / "src"
     commit = _commit(src, _tree(tmp_path / "tree"), {"/usr/share/data/victim": [(BOGUS_XATTR, b"value")]})
     victim = _object_checksum(src, commit, "/usr/share/data/victim")
-    image = image_from_oci_dir(_image(tmp_path, src, commit, chunks=2))
+    # imgbuild's own exporter: its layers carry the checkout paths (hardlinks to the objects) too.
+    encapsulate(src, "test/os", f"oci:{tmp_path / 'oci'}:latest", max_layers=3)
+    image = image_from_oci_dir(tmp_path / "oci")
     repo = tmp_path / "repo"
     create_repo(repo, OSTree.RepoMode.BARE)
     with pytest.raises(ImportFailure) as info:
         import_image(image, repo, imgref="docker://registry.invalid/test/os:1")
     message = info.value.message
-    # Named: the object, the attribute, and the kernel's reason; not a later "references objects" error.
+    # Named: the object, its file, the attribute, and the kernel's reason; not a later "references
+    # objects" error.
     assert victim in message, message
+    assert "/usr/share/data/victim" in message, message
     assert "bogus.imgbuild-test" in message and "Operation not supported" in message, message
     assert "references objects" not in message
+    assert info.value.hint is not None and "filesystem of the ostree repository refused" in info.value.hint
     # Nothing half-written: no image ref, no ref for the failed layer (layers imported before it keep
     # theirs, for reuse), no staging directory, no partial marker; the repository is sound.
     refs = run.run(["ostree", f"--repo={repo}", "refs"]).out.split()

@@ -1,9 +1,15 @@
-"""Benchmark: building a qcow2 from the example OS, against a floor measured in the same run.
+"""Benchmark: building a qcow2 from the example OS and from a ~1 GB image, against a floor measured in the
+same run.
 
-Prints the cold build time (empty cache), the warm rebuild time (import cached), the peak memory of the
-build process, and the floor: extracting the image's layers into a fresh filesystem image (tar -x, then
-mkfs.ext4 -d) plus `qemu-img convert` of a raw image of the same used size. Ratios are against that floor.
-Run as root: `.venv/bin/python benchmarks/build_bench.py [--arch x86_64]`.
+For each image prints the cold build time (empty cache), the warm rebuild time (import cached), the peak
+memory of the build process, where the time went (fetch, import and its phases, deploy, bootloader, disk
+and convert: the build's own progress events), and the floor: extracting the image's layers into a fresh
+filesystem image (tar -x, then mkfs.ext4 -d) plus `qemu-img convert` of a raw image of the same used size.
+Ratios are against that floor.
+
+The ~1 GB image is the example's commit with import_bench's ~1 GB tree laid over it (one ostree commit of
+both trees, encapsulated in the chunked layout), built once under .cache/bench.
+Run as root: `.venv/bin/python benchmarks/build_bench.py [--arch x86_64] [--image example|large|both]`.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -20,16 +27,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from import_bench import BENCH, prepare  # noqa: E402  (this directory is sys.path[0])
+
 from builder import run  # noqa: E402
 from builder.arch import Arch  # noqa: E402
-from builder.example import build_example  # noqa: E402
+from builder.example import ExampleImage, build_example  # noqa: E402
+from builder.ostree.encapsulate import encapsulate  # noqa: E402
 
 
 def _children_maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
-def _timed_build(reference: str, output: Path, cache: Path, arch: Arch) -> tuple[float, float]:
+def _timed_build(reference: str, output: Path, cache: Path, arch: Arch) -> tuple[float, float, list[str]]:
+    """(seconds, peak RSS MiB, phases) of one `imgbuild qcow2` run."""
     env = {"IMGBUILD_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
     argv = [
         sys.executable,
@@ -44,13 +55,22 @@ def _timed_build(reference: str, output: Path, cache: Path, arch: Arch) -> tuple
         "--output",
         str(output),
         "--progress",
-        "plain",
+        "json",
     ]
     t0 = time.monotonic()
     result = run.run(argv, env=env)
     seconds = time.monotonic() - t0
-    peak_kib = int(result.out.strip().splitlines()[-1])
-    return seconds, peak_kib / 1024
+    lines = result.out.strip().splitlines()
+    peak_kib = int(lines[-1])
+    phases = []
+    for line in lines[:-1]:
+        event = json.loads(line) if line.startswith("{") else {}
+        if event.get("event") == "phase-end":
+            phases.append(f"{event['phase']} {event['seconds']:.1f} s")
+        elif event.get("event") == "stage-end":
+            note = " (cached)" if event["cached"] else ""
+            phases.append(f"[{event['stage']} {event['seconds']:.1f} s{note}]")
+    return seconds, peak_kib / 1024, phases
 
 
 def _floor(reference_path: Path, work: Path) -> tuple[float, int]:
@@ -76,22 +96,63 @@ def _floor(reference_path: Path, work: Path) -> tuple[float, int]:
     return time.monotonic() - t0, used
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--arch", type=Arch.parse, default=Arch.X86_64)
-    args = parser.parse_args()
-    example = build_example(args.arch)
+def large_image(example: ExampleImage) -> Path:
+    """The example's commit with the ~1 GB benchmark tree over it, as an OCI archive (built once)."""
+    archive = BENCH / f"large-{example.arch.value}-{example.commit[:12]}.ociarchive"
+    if archive.exists():
+        return archive
+    prepare()  # the ~1 GB commit, in BENCH/src-repo under the ref "bench"
+    repo = BENCH / "large-repo"
+    shutil.rmtree(repo, ignore_errors=True)
+    run.run(["ostree", "init", f"--repo={repo}", "--mode=bare"])
+    run.run(["ostree", "pull-local", f"--repo={repo}", str(example.repo), example.ref])
+    run.run(["ostree", "pull-local", f"--repo={repo}", str(BENCH / "src-repo"), "bench"])
+    run.run(
+        [
+            "ostree",
+            "commit",
+            f"--repo={repo}",
+            "--branch=large",
+            f"--tree=ref={example.ref}",
+            "--tree=ref=bench",
+            "--add-metadata-string=version=1",
+            "--add-metadata=ostree.bootable=true",  # as the example's: encapsulate turns it into labels
+        ]
+    )
+    partial = archive.with_suffix(".partial")
+    encapsulate(repo, "large", f"oci-archive:{partial}:latest", max_layers=32, arch=example.arch)
+    partial.rename(archive)
+    shutil.rmtree(repo)
+    return archive
+
+
+def bench(name: str, reference: str, archive: Path, arch: Arch) -> None:
     with tempfile.TemporaryDirectory(prefix="imgbuild-bench-", dir=ROOT / ".cache") as tmp:
         work = Path(tmp)
         cache = work / "cache"
-        cold, cold_mem = _timed_build(example.reference, work / "cold", cache, args.arch)
-        warm, warm_mem = _timed_build(example.reference, work / "warm", cache, args.arch)
-        floor, used = _floor(example.path, work / "floor")
-    print(f"example image: {example.reference} ({used / 2**20:.0f} MiB extracted)")
-    print(f"floor (tar -x layers + mkfs.ext4 -d + qemu-img convert): {floor:.1f} s")
-    print(f"cold build: {cold:.1f} s  ratio {cold / floor:.2f}  peak RSS {cold_mem:.0f} MiB")
-    print(f"warm build: {warm:.1f} s  ratio {warm / floor:.2f}  peak RSS {warm_mem:.0f} MiB")
-    print(f"warm/cold: {warm / cold:.2f}")
+        cold, cold_mem, cold_phases = _timed_build(reference, work / "cold", cache, arch)
+        warm, warm_mem, warm_phases = _timed_build(reference, work / "warm", cache, arch)
+        floor, used = _floor(archive, work / "floor")
+    print(f"{name} image: {reference} ({used / 2**20:.0f} MiB extracted)")
+    print(f"  floor (tar -x layers + mkfs.ext4 -d + qemu-img convert): {floor:.1f} s")
+    print(f"  cold build: {cold:.1f} s  ratio {cold / floor:.2f}  peak RSS {cold_mem:.0f} MiB")
+    print(f"    phases: {', '.join(cold_phases)}")
+    print(f"  warm build: {warm:.1f} s  ratio {warm / floor:.2f}  peak RSS {warm_mem:.0f} MiB")
+    print(f"    phases: {', '.join(warm_phases)}")
+    print(f"  warm/cold: {warm / cold:.2f}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--arch", type=Arch.parse, default=Arch.X86_64)
+    parser.add_argument("--image", choices=["example", "large", "both"], default="both")
+    args = parser.parse_args()
+    example = build_example(args.arch)
+    if args.image in ("example", "both"):
+        bench("example", example.reference, example.path, args.arch)
+    if args.image in ("large", "both"):
+        archive = large_image(example)
+        bench("~1 GB", f"oci-archive:{archive}:latest", archive, args.arch)
     return 0
 
 

@@ -8,7 +8,8 @@ Each run: `imgbuild import` into a fresh repository, with every layer verified a
 "verified" marks are removed first), timed, with the peak RSS of the import process itself and of the
 programs it ran; then `tar -x` of the decompressed layers into a fresh directory, timed (alone and with the
 sync libostree does for its own writes); then, for scale, the verification alone (hashing and gunzipping
-the blobs, writing nothing). All read warm page cache. Prints the figures and the ratios.
+the blobs, writing nothing). All read warm page cache. Prints the figures and the ratios of each run, and
+with several runs the median and the spread of the ratios (the machine is shared: compare within a run).
 Run as root: `.venv/bin/python benchmarks/import_bench.py [--runs N]`.
 """
 
@@ -21,6 +22,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -133,13 +135,15 @@ def measure_import(ref: str, cache: Path, repo: Path) -> dict[str, float]:
     report = BENCH / "import-rusage.json"
     os.sync()  # nobody else's writeback is paid for by the import's own syncfs
     t0 = time.monotonic()
-    run.run(
+    done = run.run(
         [sys.executable, "-c", MEASURE, str(report), "import", ref, "--repo", str(repo)],
         cwd=ROOT,
         env={"IMGBUILD_CACHE": str(cache)},
     )
     wall = time.monotonic() - t0
     usage = json.loads(report.read_text())
+    phases = [line for line in done.stderr.decode().splitlines() if line.startswith("phases: ")]
+    print(f"  import {phases[-1] if phases else '(no phases reported)'}")
     return {"wall": wall, "self_mib": usage["self_kib"] / 1024, "children_mib": usage["children_kib"] / 1024}
 
 
@@ -186,6 +190,8 @@ def main() -> int:
     layer_bytes = sum(t.stat().st_size for t in tars)
     work = BENCH / "work"
     work.mkdir(exist_ok=True)
+    ratios: list[float] = []
+    peaks: list[float] = []
     try:
         for i in range(args.runs):
             imp = measure_import(ref, cache, work / "repo")
@@ -197,6 +203,8 @@ def main() -> int:
             print(f"  tar -x + sync   : {tar_sync:7.1f} s")
             print(f"  verify only     : {verify:7.1f} s  (hash blobs, gunzip, hash tars; nothing written)")
             ratio, ratio_sync = imp["wall"] / tar, imp["wall"] / tar_sync
+            ratios.append(ratio)
+            peaks.append(max(imp["self_mib"], imp["children_mib"]))
             print(f"  ratio import/tar: {ratio:7.2f}  (against tar -x + sync: {ratio_sync:.2f})")
             print(f"  ratio import/verify only: {imp['wall'] / verify:.2f}")
             print(
@@ -205,6 +213,11 @@ def main() -> int:
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if len(ratios) > 1:
+        print(
+            f"median ratio import/tar over {len(ratios)} runs: {statistics.median(ratios):.2f} "
+            f"(min {min(ratios):.2f}, max {max(ratios):.2f}); peak RSS max {max(peaks):.0f} MiB"
+        )
     return 0
 
 

@@ -8,6 +8,7 @@ stage finds it in the cache.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from builder.errors import ArchMismatch
 from builder.facts import ImageFacts, gather
 from builder.manifest import Manifest, Stage
 from builder.ostree.importer import import_image
+from builder.progress import Progress
 from builder.source.fetch import fetch_image
 from builder.source.inspect import require_bootable
 from builder.source.reference import Reference
@@ -29,10 +31,21 @@ class Prepared:
     import_record: dict[str, str]
 
 
-def prepare(ref: Reference, *, arch: Arch | None, cache: Path, trust: Trust | None = None) -> Prepared:
-    """`ref` as builder.commands.trust_args resolved it: its signed form when an ostree remote verifies it."""
+def prepare(
+    ref: Reference,
+    *,
+    arch: Arch | None,
+    cache: Path,
+    trust: Trust | None = None,
+    progress: Progress | None = None,
+) -> Prepared:
+    """Fetch and import `ref` as builder.commands.trust_args resolved it (its signed form when an ostree
+    remote verifies it); `progress`, if given, hears the phases' times and the import's bytes."""
     trust = trust or Trust()
+    t0 = time.monotonic()
     image = fetch_image(ref, arch=arch, cache=cache / "oci", policy=trust.policy)
+    if progress is not None:
+        progress.phase_finished("fetch", time.monotonic() - t0)
     if arch is not None and image.architecture is not arch:
         raise ArchMismatch(
             f"{ref} is a {image.architecture} image, but {arch} was asked for",
@@ -40,7 +53,15 @@ def prepare(ref: Reference, *, arch: Arch | None, cache: Path, trust: Trust | No
         )
     require_bootable(image)
     repo = cache / "repo"
-    result = import_image(image, repo, imgref=ref.skopeo, remote=trust.remote, shown=ref.origin)
+    on_bytes = (
+        (lambda done, total: progress.bytes_done("import", done, total)) if progress is not None else None
+    )
+    result = import_image(
+        image, repo, imgref=ref.skopeo, remote=trust.remote, shown=ref.origin, on_bytes=on_bytes
+    )
+    if progress is not None:
+        for phase, seconds in result.phases:
+            progress.phase_finished(f"import: {phase}", seconds)
     facts = gather(image, reference=ref.skopeo, origin=ref.origin, repo=repo, commit=result.merge_commit)
     facts = dataclasses.replace(
         facts, import_options=trust.import_options(), deploy_options=trust.deploy_options()

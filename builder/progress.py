@@ -29,6 +29,7 @@ class Progress:
         self.mode = mode
         self._start = time.monotonic()
         self._line_open = False
+        self._transfer: dict[str, tuple[float, float]] = {}  # phase -> (started, last report)
 
     def _elapsed(self) -> float:
         return round(time.monotonic() - self._start, 3)
@@ -87,6 +88,34 @@ class Progress:
         else:
             self.err.write(f"imgbuild: {text}\n")
             self.err.flush()
+
+    def bytes_done(self, phase: str, done: int, total: int) -> None:
+        """Bytes done of a long phase (the import), with the rate: at most one report a second (one every
+        five in plain mode), and always the last one."""
+        now = time.monotonic()
+        started, last = self._transfer.setdefault(phase, (now, 0.0))
+        interval = 5.0 if self.mode is ProgressMode.PLAIN else 1.0
+        if done < total and now - last < interval:
+            return
+        self._transfer[phase] = (started, now)
+        rate = done / max(now - started, 1e-3)
+        if self.mode is ProgressMode.JSON:
+            self._emit("bytes", phase=phase, done=done, total=total, rate=round(rate))
+            return
+        text = f"{phase}: {done / 2**20:.0f}/{total / 2**20:.0f} MiB, {rate / 2**20:.0f} MiB/s"
+        if self.mode is ProgressMode.TERM:
+            self.err.write(f"\r\x1b[K{text}")
+            self._line_open = True
+        else:
+            self.err.write(f"imgbuild: {text}\n")
+        self.err.flush()
+
+    def phase_finished(self, phase: str, seconds: float) -> None:
+        """A part of a stage (fetch, import...) and its wall time, so that users see where time goes."""
+        if self.mode is ProgressMode.JSON:
+            self._emit("phase-end", phase=phase, seconds=round(seconds, 3))
+        else:
+            self.message(f"{phase} done ({seconds:.1f} s)")
 
     def message(self, text: str) -> None:
         if self.mode is ProgressMode.JSON:

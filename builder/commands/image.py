@@ -62,7 +62,10 @@ def _make_manifest(fmt: Format, args: argparse.Namespace) -> manifest_mod.Manife
         )
     cache = cache_dir()
     ref, trust = trust_args.resolve(args)
-    prepared = prepare(ref, arch=args.arch, cache=cache, trust=trust)
+    # Commands that build have --progress: the import (here, before planning) reports through it too.
+    mode = getattr(args, "progress", None)
+    progress = Progress(mode) if mode is not None else None
+    prepared = prepare(ref, arch=args.arch, cache=cache, trust=trust, progress=progress)
     # What the build's ostree.customize would refuse is refused now, before any disk is partitioned.
     check_against_image(blueprint, Path(prepared.import_record["repo"]), prepared.import_record["commit"])
     options = PlanOptions(rootfs=args.rootfs, size=args.size, seed=args.seed, compression=args.compress)

@@ -45,5 +45,6 @@ def run_import(args: argparse.Namespace) -> int:
         print(f"  imported {digest}", file=sys.stderr)
     for digest in result.reused_layers:
         print(f"  reused   {digest}", file=sys.stderr)
+    print("phases: " + ", ".join(f"{name} {s:.1f} s" for name, s in result.phases), file=sys.stderr)
     print(result.merge_commit)
     return 0

@@ -9,8 +9,9 @@ ref already exists is not read again: that is how an update reuses the layers it
 imported before (and with what a booted bootc/rpm-ostree imported).
 
 The repository is created `bare` as root, `bare-user` otherwise; an existing repository of either mode
-is used as it is, and both give the same merge commit. Each layer is its own transaction, synced by
-libostree when it commits (a repository with `core.fsync=false` skips that). Derived layers' `/var`
+is used as it is, and both give the same merge commit. Each layer is its own transaction; the refs of the
+ostree layers are written together by a transaction that syncs the filesystem first (a repository with
+`core.fsync=false` skips that; see `_import_ostree_layers`). Derived layers' `/var`
 content lands in `usr/share/factory/var` (see derived.py: this libostree does not seed /var).
 """
 
@@ -19,7 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,8 @@ class ImportResult:
     reused_layers: tuple[str, ...]  # layer digests already in the repository
     filtered: Mapping[str, Mapping[str, int]]  # derived layer digest -> top level -> entries dropped
     signature: SignatureCheck | None = None  # the commit's signature, when an ostree remote verified it
+    # Wall seconds of each phase: "ostree layers" (read, verify, write, sync), "derived layers", "merge".
+    phases: tuple[tuple[str, float], ...] = ()
 
 
 def open_or_create_repo(path: Path) -> Any:
@@ -79,13 +83,42 @@ def _complete(repo: Any, commit: str, *, partial_ok: bool = False) -> bool:
     return True
 
 
+OnBytes = Callable[[int, int], None]  # (bytes of layer blobs read or reused so far, bytes of all layers)
+
+
 class _Importer:
-    def __init__(self, image: Image, repo_path: Path, repo: Any) -> None:
+    def __init__(self, image: Image, repo_path: Path, repo: Any, on_bytes: OnBytes | None) -> None:
         self.image = image
         self.repo_path = repo_path
         self.repo = repo
         self.imported: list[str] = []
         self.reused: list[str] = []
+        self.on_bytes = on_bytes
+        self.total = sum(layer.size for layer in image.layers)
+        self.done = 0  # bytes of the layers finished
+        # Refs of the ostree layers imported, written together by `write_refs` after one sync.
+        self.pending_refs: list[tuple[str, str]] = []
+
+    def write_refs(self) -> None:
+        """One transaction for the refs: libostree syncs the filesystem when it commits, before it writes
+        them (ostree_repo_commit_transaction), so every object the refs reach is on disk first."""
+        if not self.pending_refs:
+            return
+        with tarimport.transaction(self.repo):
+            for ref, commit in self.pending_refs:
+                self.repo.transaction_set_ref(None, ref, commit)
+        self.pending_refs.clear()
+
+    def layer_done(self, layer: Layer) -> None:
+        self.done += layer.size
+        if self.on_bytes is not None:
+            self.on_bytes(self.done, self.total)
+
+    def on_read(self) -> Callable[[int], None] | None:
+        report, done, total = self.on_bytes, self.done, self.total
+        if report is None:
+            return None
+        return lambda count: report(done + count, total)
 
     def present(self, layer: Layer) -> str | None:
         """The commit recording `layer`, if a previous import completed it."""
@@ -103,12 +136,12 @@ class _Importer:
         if self.present(layer):
             return
         with tarimport.transaction(self.repo):
-            with open_layer(self.image, layer) as stream:
+            with open_layer(self.image, layer, self.on_read()) as stream:
                 stats = tarimport.import_layer_objects(
                     self.repo, stream, layer=layer.digest, commit_layer=False
                 )
             commit = tarimport.write_object_set_commit(self.repo, stats.content_objects)
-            self.repo.transaction_set_ref(None, layer_ref(layer.digest), commit)
+            self.pending_refs.append((layer_ref(layer.digest), commit))
         log.info("layer %s: %d objects (%d new)", layer.digest, len(stats.content_objects), stats.written)
         self.imported.append(layer.digest)
 
@@ -120,7 +153,7 @@ class _Importer:
         commit: str | None = None
         try:
             with tarimport.transaction(self.repo):
-                with open_layer(self.image, layer) as stream:
+                with open_layer(self.image, layer, self.on_read()) as stream:
                     stats = tarimport.import_layer_objects(
                         self.repo, stream, layer=layer.digest, commit_layer=True, expected_commit=expected
                     )
@@ -138,7 +171,7 @@ class _Importer:
                 hint="the image is incomplete or its layers do not belong together",
             )
         self.repo.mark_commit_partial(commit, False)
-        self.repo.set_ref_immediate(None, layer_ref(layer.digest), commit, None)
+        self.pending_refs.append((layer_ref(layer.digest), commit))
         log.info("layer %s: commit %s, %d objects", layer.digest, commit, stats.metadata_objects)
         self.imported.append(layer.digest)
         return commit
@@ -153,7 +186,7 @@ class _Importer:
             remap_factory_var=not OSTree.check_version(2024, 3),
         )
         with tempfile.TemporaryDirectory(dir=self.repo_path / "tmp", prefix="layer-") as tmp:
-            with open_layer(self.image, layer) as stream:
+            with open_layer(self.image, layer, self.on_read()) as stream:
                 result = derived.commit_derived_layer(
                     self.repo_path, stream, layer=layer.digest, config=config, tmpdir=Path(tmp)
                 )
@@ -172,20 +205,59 @@ class _Importer:
         return dict(value.unpack()) if value is not None else {}
 
 
+def _import_ostree_layers(importer: _Importer) -> str:
+    """Chunk layers, then the commit layer; returns the commit.
+
+    Each layer is its own transaction, committed without a sync: the refs are written at the end in one
+    transaction that syncs first (one sync instead of one per layer; an image has up to 64 layers, and
+    each syncfs also waits for whatever else the machine wrote). Layers completed before a failure or an
+    interruption keep their refs, so the next attempt reuses them.
+    """
+    repo = importer.repo
+    fsync_disabled = repo.get_disable_fsync()
+    repo.set_disable_fsync(True)
+    try:
+        for layer in importer.image.layers_with(LayerRole.OSTREE_CHUNK):
+            importer.chunk(layer)
+            importer.layer_done(layer)
+        (commit_layer,) = importer.image.layers_with(LayerRole.OSTREE_COMMIT)
+        base = importer.commit_layer(commit_layer)
+        importer.layer_done(commit_layer)
+    except BaseException as error:
+        repo.set_disable_fsync(fsync_disabled)
+        try:
+            importer.write_refs()
+        except (GLib.Error, OSError) as e:
+            error.add_note(f"writing the refs of the layers imported before this failed too: {e}")
+        raise
+    repo.set_disable_fsync(fsync_disabled)
+    importer.write_refs()
+    return base
+
+
 def import_image(
-    image: Image, repo: Path, *, imgref: str, remote: OstreeRemote | None = None, shown: str | None = None
+    image: Image,
+    repo: Path,
+    *,
+    imgref: str,
+    remote: OstreeRemote | None = None,
+    shown: str | None = None,
+    on_bytes: OnBytes | None = None,
 ) -> ImportResult:
     """Import `image` into the ostree repository `repo` (created if missing); see the module doc.
 
     With `remote`, the commit's signature is verified against the remote's keys first: a refusal leaves
     the repository untouched (not even created). `shown` names the image in that refusal.
+    `on_bytes(done, total)` hears the progress in bytes of layer blobs (reused layers count as done).
     """
     signature = None
     if remote is not None:
         signature = verify_image_commit(image, remote, reference=shown or imgref)
     ostree_repo = open_or_create_repo(repo)
     (repo / "tmp").mkdir(exist_ok=True)
-    importer = _Importer(image, repo, ostree_repo)
+    importer = _Importer(image, repo, ostree_repo, on_bytes)
+    phases: list[tuple[str, float]] = []
+    t0 = time.monotonic()
     base: str | None = None
     if image.layout is not Layout.BOOTC:
         if image.ostree_commit is None:
@@ -193,17 +265,20 @@ def import_image(
                 f"{image.reference}: its layers carry an ostree commit but it has no ostree.commit label",
                 hint="the image was not written by ostree-ext or rpm-ostree",
             )
-        for layer in image.layers_with(LayerRole.OSTREE_CHUNK):
-            importer.chunk(layer)
-        (commit_layer,) = image.layers_with(LayerRole.OSTREE_COMMIT)
-        base = importer.commit_layer(commit_layer)
+        base = _import_ostree_layers(importer)
+        phases.append(("ostree layers", time.monotonic() - t0))
+        t0 = time.monotonic()
     layer_commits: list[str] = []
     filtered: dict[str, dict[str, int]] = {}
     for layer in image.layers_with(LayerRole.DERIVED):
         commit, counts = importer.derived(layer, base)
+        importer.layer_done(layer)
         layer_commits.append(commit)
         if counts:
             filtered[layer.digest] = counts
+    if layer_commits:
+        phases.append(("derived layers", time.monotonic() - t0))
+        t0 = time.monotonic()
     ref = image_ref(imgref)
     meta = merge.MergeMetadata(
         manifest_digest=image.manifest_digest,
@@ -214,6 +289,7 @@ def import_image(
         version=image.labels.get("org.opencontainers.image.version") or image.labels.get("version"),
     )
     merged = merge.write_merge_commit(ostree_repo, repo, base=base, layers=layer_commits, meta=meta, ref=ref)
+    phases.append(("merge", time.monotonic() - t0))
     return ImportResult(
         merge_commit=merged,
         base_commit=base,
@@ -222,4 +298,5 @@ def import_image(
         reused_layers=tuple(importer.reused),
         filtered=filtered,
         signature=signature,
+        phases=tuple(phases),
     )

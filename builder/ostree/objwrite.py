@@ -23,7 +23,12 @@ from typing import Any
 
 from builder.errors import ImportFailure
 from builder.ostree.gi import GLib
+from builder.ostree.loose import ObjectWriteError, StagedFile
 
+WRITE_HINT = (
+    "the filesystem of the ostree repository refused the write (full, read-only, or without support for "
+    "the object's extended attributes); free space or use a repository on another filesystem"
+)
 MAX_SMALL = 64
 MAX_LARGE = 2
 LARGE_QUEUE = 8
@@ -51,7 +56,8 @@ class ParallelWrites:
         self.pool = ThreadPoolExecutor(workers or default_workers(), thread_name_prefix="ostree-write")
         self.small = threading.BoundedSemaphore(MAX_SMALL)
         self.large = threading.BoundedSemaphore(MAX_LARGE)
-        self.futures: set[Future[None]] = set()
+        self.errors: list[BaseException] = []  # of finished writes, in the order they failed
+        self.failed_object: str | None = None  # the checksum of the first write that failed
 
     def __enter__(self) -> ParallelWrites:
         return self
@@ -64,31 +70,46 @@ class ParallelWrites:
             self.pool.shutdown(wait=True, cancel_futures=True)
             return
         self.pool.shutdown(wait=True)
-        self._reap(all_done=True)
+        self._reap()
 
-    def _reap(self, *, all_done: bool = False) -> None:
-        done = self.futures if all_done else {f for f in self.futures if f.done()}
-        self.futures -= done
-        for future in done:
-            error = future.exception()
-            if error is not None:
-                raise error
+    def _reap(self) -> None:
+        """Raise the first error of a finished write (checked before each submission: a failed write
+        stops the import at once, not at the end of the layer)."""
+        if self.errors:
+            raise self.errors[0]
+
+    def _finished(self, future: Future[None], slots: threading.BoundedSemaphore) -> None:
+        slots.release()
+        if not future.cancelled() and (error := future.exception()) is not None:
+            with self.count_lock:
+                self.errors.append(error)
+
+    def _failed(self, checksum: str, error: GLib.Error | ObjectWriteError) -> ImportFailure:
+        with self.count_lock:
+            if self.failed_object is None:
+                self.failed_object = checksum
+        if isinstance(error, ObjectWriteError):
+            failure = self.fail(str(error))  # it names the object already
+            if not error.corrupt:
+                failure.hint = WRITE_HINT
+            return failure
+        return self.fail(f"object {checksum}: {error.message}")
 
     def _guarded(self, checksum: str, write: Callable[[], Any]) -> None:
         try:
             if self.present(checksum):
                 return
             write()
-        except GLib.Error as e:
-            raise self.fail(f"object {checksum}: {e.message}") from None
+        except (GLib.Error, ObjectWriteError) as e:
+            raise self._failed(checksum, e) from None
         with self.count_lock:
             self.written += 1
 
     def _guarded_stream(self, checksum: str, work: Callable[[], bool]) -> None:
         try:
             wrote = work()
-        except GLib.Error as e:
-            raise self.fail(f"object {checksum}: {e.message}") from None
+        except (GLib.Error, ObjectWriteError) as e:
+            raise self._failed(checksum, e) from None
         if wrote:
             with self.count_lock:
                 self.written += 1
@@ -98,8 +119,7 @@ class ParallelWrites:
         self._reap()
         self.small.acquire()
         future = self.pool.submit(self._guarded, checksum, lambda: fn(*args))
-        future.add_done_callback(lambda _: self.small.release())
-        self.futures.add(future)
+        future.add_done_callback(lambda f: self._finished(f, self.small))
 
     def stream(self, checksum: str, open_writer: Callable[[], Any], chunks: Iterator[bytes]) -> None:
         """Feed `chunks` (read here, on the calling thread) to a ContentWriter running on a worker."""
@@ -116,7 +136,9 @@ class ParallelWrites:
             while True:
                 item = feed.get()
                 if item is _ABORT:
-                    return False  # the unfinished writer's temporary file goes away with it
+                    if isinstance(writer, StagedFile):
+                        writer.close(failed=True)
+                    return False  # libostree's unfinished writer takes its temporary file with it
                 if item is _END:
                     break
                 assert isinstance(item, bytes)
@@ -125,8 +147,7 @@ class ParallelWrites:
             return True
 
         future = self.pool.submit(self._guarded_stream, checksum, work)
-        future.add_done_callback(lambda _: self.large.release())
-        self.futures.add(future)
+        future.add_done_callback(lambda f: self._finished(f, self.large))
         try:
             for chunk in chunks:
                 self._put(feed, chunk, future)

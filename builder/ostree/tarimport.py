@@ -7,9 +7,12 @@ layouts exist and both are read here:
 - v0 (legacy, 2021-2022): xattrs in `sysroot/ostree/repo/xattrs/<sha256>`, attached by a hardlink
   `objects/<csum>.file.xattrs`; empty xattrs are not written; tar modes carry the S_IFMT bits.
 
-Every object goes through libostree with the checksum its name claims, so libostree recomputes it and
-rejects a corrupted or forged object. Nothing is extracted to the filesystem: a large file streams through
-`write_regfile` in fixed-size chunks, so memory stays bounded whatever the image size.
+Every object is written with the checksum its name claims, recomputed as it is written; a corrupted or
+forged object is rejected. In a `bare` or `bare-user` repository regular files are written by loose.py
+straight into a staging directory in libostree's on-disk format (the GI calls per object cost more than
+the bytes); metadata objects, symlinks and other repository modes go through libostree. Nothing is
+extracted to the filesystem: a large file streams in fixed-size chunks, so memory stays bounded whatever
+the image size.
 
 All writes happen inside the caller's transaction (see `transaction`); refs are written by the caller once
 the layer's stream has been verified.
@@ -21,15 +24,21 @@ import hashlib
 import re
 import stat
 import sys
-import tarfile
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from builder.errors import ImportFailure
+from builder.ostree import loose
 from builder.ostree.gi import GLib, OSTree
 from builder.ostree.objwrite import ParallelWrites
+from builder.ostree.tarstream import Member, TarFormatError, TarReader
+
+# The loose-object stage of each repository's open transaction (see `transaction`).
+_STAGES: weakref.WeakKeyDictionary[Any, loose.Stage] = weakref.WeakKeyDictionary()
 
 REPO_PREFIX = "sysroot/ostree/repo/"
 # ostree-ext's threshold between write_regfile_inline (one buffer) and the streaming ContentWriter.
@@ -38,6 +47,7 @@ SMALL_REGFILE_SIZE = 127 * 1024
 MAX_METADATA_SIZE = 64 * 1024 * 1024
 MAX_XATTRS_SIZE = 1024 * 1024
 CHUNK_SIZE = 1024 * 1024
+MAX_REMEMBERED_PATHS = 4096
 
 _METADATA_TYPES = {
     "commit": (OSTree.ObjectType.COMMIT, "(a{sv}aya(say)sstayay)"),
@@ -82,14 +92,12 @@ def _parse_object_path(rel: str, layer: str) -> tuple[str, str]:
     return checksum, suffix
 
 
-def _read_all(tf: tarfile.TarFile, member: tarfile.TarInfo, limit: int, layer: str) -> bytes:
+def _read_all(tf: TarReader, member: Member, limit: int, layer: str) -> bytes:
     if not member.isreg():
         raise ImportFailure(f"layer {layer}: {member.name} is not a regular file")
     if member.size > limit:
         raise ImportFailure(f"layer {layer}: {member.name} is too large ({member.size} bytes)")
-    f = tf.extractfile(member)
-    assert f is not None
-    data = f.read()
+    data = tf.read(member.size)
     if len(data) != member.size:
         raise ImportFailure(f"layer {layer}: truncated entry {member.name}")
     return data
@@ -104,13 +112,20 @@ class _LayerReader:
         self.commit_layer = commit_layer
         self.expected_commit = expected_commit
         self.commit: str | None = None
-        self.xattrs: dict[str, Any] = {EMPTY_XATTRS_SHA256: _variant(b"", "a(ayay)")}
+        self.xattrs: dict[str, loose.Xattrs] = {
+            EMPTY_XATTRS_SHA256: loose.Xattrs.from_variant(_variant(b"", "a(ayay)"))
+        }
         self.next_xattrs: tuple[str, str] | None = None  # (content checksum, xattrs sha256)
         self.content: list[str] = []
         self.metadata = 0
+        self.stage = _STAGES.get(repo)
+        self.paths: dict[str, str] = {}  # object checksum -> a path of it (recent objects only)
         self.writes = ParallelWrites(self.fail, self.has_content)
 
     def has_content(self, checksum: str) -> bool:
+        """Whether the object is there already; with a stage, False means the caller must write it."""
+        if self.stage is not None:
+            return not self.stage.claim(checksum)
         return bool(self.repo.has_object(OSTree.ObjectType.FILE, checksum, None)[1])
 
     def fail(self, what: str) -> ImportFailure:
@@ -120,13 +135,16 @@ class _LayerReader:
         )
 
     # --- xattrs ---
-    def cache_xattrs(self, tf: tarfile.TarFile, member: tarfile.TarInfo, expected: str | None) -> str:
+    def cache_xattrs(self, tf: TarReader, member: Member, expected: str | None) -> str:
         data = _read_all(tf, member, MAX_XATTRS_SIZE, self.layer)
         digest = hashlib.sha256(data).hexdigest()
         if expected is not None and expected != digest:
             raise self.fail(f"xattrs {member.name} has sha256 {digest}")
         if digest not in self.xattrs:
-            self.xattrs[digest] = _variant(data, "a(ayay)")
+            try:
+                self.xattrs[digest] = loose.Xattrs.from_variant(_variant(data, "a(ayay)"))
+            except (TypeError, ValueError, UnicodeError) as e:
+                raise self.fail(f"xattrs {member.name} cannot be read ({e})") from None
         return digest
 
     def queue_xattrs(self, checksum: str, xattrs_digest: str) -> None:
@@ -134,7 +152,7 @@ class _LayerReader:
             raise self.fail(f"dangling xattrs for object {self.next_xattrs[0]}")
         self.next_xattrs = (checksum, xattrs_digest)
 
-    def link_target_digest(self, member: tarfile.TarInfo) -> str:
+    def link_target_digest(self, member: Member) -> str:
         digest = member.linkname.rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0]
         if "/" in member.linkname and "/objects/" in member.linkname:
             # v1: the link points at objects/XX/YYYY.file-xattrs
@@ -145,9 +163,7 @@ class _LayerReader:
         return digest
 
     # --- objects ---
-    def metadata_object(
-        self, tf: tarfile.TarFile, member: tarfile.TarInfo, checksum: str, suffix: str
-    ) -> None:
+    def metadata_object(self, tf: TarReader, member: Member, checksum: str, suffix: str) -> None:
         objtype, signature = _METADATA_TYPES[suffix]
         if not self.commit_layer:
             raise self.fail(f"metadata object {checksum}.{suffix} in a chunk layer")
@@ -177,7 +193,7 @@ class _LayerReader:
         except GLib.Error as e:
             raise self.fail(f"object {checksum}: {e.message}") from None
 
-    def content_object(self, tf: tarfile.TarFile, member: tarfile.TarInfo, checksum: str) -> None:
+    def content_object(self, tf: TarReader, member: Member, checksum: str) -> None:
         queued = self.next_xattrs
         self.next_xattrs = None
         if queued is not None and queued[0] != checksum:
@@ -198,7 +214,7 @@ class _LayerReader:
                     checksum,
                     member.uid,
                     member.gid,
-                    xattrs,
+                    xattrs.variant,
                     member.linkname,
                     None,
                 )
@@ -209,38 +225,51 @@ class _LayerReader:
         except GLib.Error as e:
             raise self.fail(f"object {checksum}: {e.message}") from None
 
-    def regfile(
-        self, tf: tarfile.TarFile, member: tarfile.TarInfo, checksum: str, mode: int, xattrs: Any
-    ) -> None:
-        f = tf.extractfile(member)
-        assert f is not None
+    def regfile(self, tf: TarReader, member: Member, checksum: str, mode: int, xattrs: loose.Xattrs) -> None:
         uid, gid, size = member.uid, member.gid, member.size
+        stage = self.stage
         if size <= SMALL_REGFILE_SIZE:
-            data = f.read()
-            if len(data) != size:
-                raise self.fail(f"truncated object {checksum}")
-            self.writes.submit(
-                checksum, self.repo.write_regfile_inline, checksum, uid, gid, mode, xattrs, data, None
-            )
+            data = tf.read(size)
+            if stage is not None:
+                self.writes.submit(checksum, stage.write_regfile, checksum, uid, gid, mode, xattrs, data)
+            else:
+                self.writes.submit(
+                    checksum,
+                    self.repo.write_regfile_inline,
+                    checksum,
+                    uid,
+                    gid,
+                    mode,
+                    xattrs.variant,
+                    data,
+                    None,
+                )
             return
 
-        def chunks() -> Iterator[bytes]:
-            remaining = size
-            while remaining > 0:
-                chunk = f.read(min(CHUNK_SIZE, remaining))
-                if not chunk:
-                    raise self.fail(f"truncated object {checksum}")
-                remaining -= len(chunk)
-                yield chunk
+        def open_writer() -> Any:
+            if stage is not None:
+                return stage.open_regfile(checksum, uid, gid, mode, xattrs)
+            return self.repo.write_regfile(checksum, uid, gid, mode, size, xattrs.variant)
 
-        self.writes.stream(
-            checksum, lambda: self.repo.write_regfile(checksum, uid, gid, mode, size, xattrs), chunks()
-        )
+        self.writes.stream(checksum, open_writer, tf.chunks(size))
 
     # --- the stream ---
-    def entry(self, tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def remember_path(self, name: str, member: Member) -> None:
+        """A checkout path's hardlink to an object: kept (for the last few objects) to name the file in
+        an error about its object, since the paths come after the object in the stream."""
+        target = member.linkname.removeprefix("./")
+        if target.startswith(REPO_PREFIX + "objects/") and target.endswith(".file"):
+            checksum = target[len(REPO_PREFIX) + 8 : -5].replace("/", "", 1)
+            if checksum not in self.paths:
+                self.paths[checksum] = name
+                if len(self.paths) > MAX_REMEMBERED_PATHS:
+                    del self.paths[next(iter(self.paths))]
+
+    def entry(self, tf: TarReader, member: Member) -> None:
         name = member.name.removeprefix("./")
         if member.isdir() or not name.startswith(REPO_PREFIX):
+            if member.islnk():
+                self.remember_path(name, member)
             return  # directories and the hardlinks of the checkout paths carry nothing new
         rel = name[len(REPO_PREFIX) :]
         if rel.startswith("xattrs/"):  # v0: the xattrs content, named by its sha256
@@ -282,15 +311,23 @@ def import_layer_objects(
     reader = _LayerReader(repo, layer, commit_layer=commit_layer, expected_commit=expected_commit)
     try:
         try:
-            with reader.writes, tarfile.open(fileobj=stream, mode="r|") as tf:
+            with reader.writes:
+                tf = TarReader(stream)
                 for member in tf:
                     reader.entry(tf, member)
-        except (tarfile.TarError, EOFError) as e:
+        except TarFormatError as e:
             raise reader.fail(f"not a valid tar stream ({e})") from None
         if reader.next_xattrs is not None:
             raise reader.fail(f"xattrs for {reader.next_xattrs[0]} but no object follows")
         if commit_layer and reader.commit is None:
             raise reader.fail("no commit object")
+    except ImportFailure as e:
+        failed = reader.writes.failed_object
+        if failed is not None and failed in e.message and failed in reader.paths:
+            e.message += f" (the object of /{reader.paths[failed]})"
+        if reader.commit is not None:
+            repo.mark_commit_partial(reader.commit, False)
+        raise
     except BaseException:
         if reader.commit is not None:
             # The caller aborts the transaction, and the commit's objects go with it: no marker for them.
@@ -319,13 +356,43 @@ def write_object_set_commit(repo: Any, content_objects: tuple[str, ...]) -> str:
     return str(commit)
 
 
+def _new_stage(repo: Any) -> loose.Stage | None:
+    mode = repo.get_mode()
+    if mode not in loose.SUPPORTED_MODES:
+        return None
+    return loose.Stage(Path(repo.get_path().get_path()), mode)
+
+
 @contextmanager
 def transaction(repo: Any) -> Iterator[None]:
-    """An ostree transaction: committed when the block ends cleanly, aborted otherwise (also on SIGINT)."""
+    """An ostree transaction: committed when the block ends cleanly, aborted otherwise (also on SIGINT).
+
+    The content objects loose.py staged are moved into the repository just before libostree commits
+    (and syncs), and removed with the transaction when it is aborted."""
+    stage = _new_stage(repo)
     repo.prepare_transaction(None)
+    if stage is not None:
+        _STAGES[repo] = stage
     try:
-        yield
-    except BaseException:
-        repo.abort_transaction(None)
-        raise
-    repo.commit_transaction(None)
+        try:
+            yield
+            if stage is not None:
+                stage.publish()
+        except BaseException as error:
+            _abort(repo, stage, error)
+            raise
+        repo.commit_transaction(None)
+    finally:
+        _STAGES.pop(repo, None)
+
+
+def _abort(repo: Any, stage: loose.Stage | None, error: BaseException) -> None:
+    """Abort the transaction; a failure of the clean-up is reported beside the error, never instead of it."""
+    try:
+        if stage is not None:
+            stage.discard()
+    finally:
+        try:
+            repo.abort_transaction(None)
+        except GLib.Error as e:
+            error.add_note(f"aborting the ostree transaction failed too: {e.message}")

@@ -60,6 +60,40 @@ def _local_index(ref: Reference) -> bytes | None:
     return None
 
 
+def _local_blob(ref: Reference, digest: str) -> bytes | None:
+    """A manifest or config of an oci: directory or oci-archive: file, read directly and checked against
+    its digest; None when it is not there like that (then skopeo reads it, and gives the better error).
+
+    skopeo unpacks a whole oci-archive into a temporary directory for every command: reading the few
+    documents here leaves one unpacking (the copy) instead of three for a first fetch."""
+    algorithm, _, hexdigest = digest.partition(":")
+    name = f"blobs/{algorithm}/{hexdigest}"
+    data: bytes | None = None
+    try:
+        if ref.transport is Transport.OCI:
+            with open(Path(ref.name) / name, "rb") as document:
+                data = document.read(oci.MAX_DOCUMENT + 1)
+        elif ref.transport is Transport.OCI_ARCHIVE:
+            with tarfile.open(ref.name, "r:") as archive:
+                for member in archive:
+                    if member.isfile() and member.name.removeprefix("./") == name:
+                        member_file = archive.extractfile(member)
+                        data = member_file.read(oci.MAX_DOCUMENT + 1) if member_file is not None else None
+                        break
+    except (OSError, tarfile.TarError):
+        return None
+    if data is None or len(data) > oci.MAX_DOCUMENT or algorithm != "sha256" or sha256_digest(data) != digest:
+        return None
+    return data
+
+
+def _local_config(ref: Reference, manifest: bytes) -> bytes | None:
+    try:
+        return _local_blob(ref, oci.parse_manifest(manifest).config.digest)
+    except ImgbuildError:
+        return None
+
+
 def claimed_manifest_digest(ref: Reference) -> str | None:
     """The digest the reference says its manifest has: the pinned digest, or the OCI layout's index entry."""
     if ref.digest is not None:
@@ -236,9 +270,10 @@ def _fetch(ref: Reference, arch: Arch | None, cache: Path | None, skopeo: Skopeo
                 _check_arch(image.architecture, arch, ref)
                 return image
 
-    top = skopeo.raw_manifest(ref)
-    top_digest = sha256_digest(top)
     claimed = claimed_manifest_digest(ref)
+    local = _local_blob(ref, claimed) if claimed is not None else None
+    top = local if local is not None else skopeo.raw_manifest(ref)
+    top_digest = sha256_digest(top)
     if claimed is not None and claimed != top_digest:
         raise VerificationError(
             f"the manifest {claimed} of {ref} does not match: its content hashes to {top_digest}",
@@ -256,7 +291,10 @@ def _fetch(ref: Reference, arch: Arch | None, cache: Path | None, skopeo: Skopeo
     if cached is None or not _complete(store, cached) or not may_skip:
         if arch is not None and not oci.is_index(top):
             # Refuse a single-arch image for another architecture before downloading its layers.
-            _check_arch(_image_arch(oci.parse_config(skopeo.raw_config(ref, None)), ref), arch, ref)
+            config = _local_config(ref, top) if local is not None else None
+            if config is None:
+                config = skopeo.raw_config(ref, None)
+            _check_arch(_image_arch(oci.parse_config(config), ref), arch, ref)
         cached = _copy(skopeo, store, source, wanted, source_digest, key, may_skip)
         # skopeo writes an OCI manifest unchanged; only a Docker-format one is converted (new digest), and
         # containers-storage keeps layers uncompressed, so a copy out of it compresses them (new digests).

@@ -6,6 +6,7 @@ merge commit, and is only trusted while the repository still has that commit.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -32,9 +33,11 @@ class ContainerImport(StageKind, kind="container.import"):
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> Mapping[str, Any]:
         ref = parse_reference(options["reference"])
         trust = Trust.from_import_options(options)
+        t0 = time.monotonic()
         image = fetch_image(
             ref, arch=Arch.parse(options["arch"]), cache=ctx.cache / "oci", policy=trust.policy
         )
+        ctx.progress.phase_finished("fetch", time.monotonic() - t0)
         if image.manifest_digest != options["digest"]:
             raise VerificationError(
                 f"{ref} now resolves to {image.manifest_digest}, but the manifest was planned for "
@@ -43,7 +46,15 @@ class ContainerImport(StageKind, kind="container.import"):
             )
         repo = ctx.cache / "repo"
         shown = ref.with_remote(trust.remote.name).origin if trust.remote is not None else ref.origin
-        result = import_image(image, repo, imgref=ref.skopeo, remote=trust.remote, shown=shown)
+
+        def on_bytes(done: int, total: int) -> None:
+            ctx.progress.bytes_done("import", done, total)
+
+        result = import_image(
+            image, repo, imgref=ref.skopeo, remote=trust.remote, shown=shown, on_bytes=on_bytes
+        )
+        for phase, seconds in result.phases:
+            ctx.progress.phase_finished(f"import: {phase}", seconds)
         ctx.progress.message(
             f"imported {ref}: commit {result.merge_commit[:12]} "
             f"({len(result.imported_layers)} layers imported, {len(result.reused_layers)} reused)"

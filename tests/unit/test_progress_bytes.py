@@ -1,0 +1,38 @@
+"""Progress.transfer (bytes and rate of a long phase) and Progress.phase_finished, in each mode."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from builder.progress import Progress, ProgressMode
+
+
+def test_json_reports_bytes_rate_and_phases() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    progress = Progress(ProgressMode.JSON, out=out, err=err)
+    progress.bytes_done("import", 10 << 20, 100 << 20)
+    progress.bytes_done("import", 20 << 20, 100 << 20)  # within the second: not reported
+    progress.bytes_done("import", 100 << 20, 100 << 20)  # the last one always is
+    progress.phase_finished("fetch", 1.25)
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["event"], e.get("done")) for e in events] == [
+        ("bytes", 10 << 20),
+        ("bytes", 100 << 20),
+        ("phase-end", None),
+    ]
+    assert events[1]["total"] == 100 << 20 and events[1]["rate"] > 0
+    assert events[2] == {"event": "phase-end", "time": events[2]["time"], "phase": "fetch", "seconds": 1.25}
+    assert err.getvalue() == ""
+
+
+def test_plain_lines() -> None:
+    err = io.StringIO()
+    progress = Progress(ProgressMode.PLAIN, out=io.StringIO(), err=err)
+    progress.bytes_done("import", 512 << 20, 1024 << 20)
+    progress.bytes_done("import", 1024 << 20, 1024 << 20)
+    progress.phase_finished("import: merge", 0.5)
+    lines = err.getvalue().splitlines()
+    assert lines[0].startswith("imgbuild: import: 512/1024 MiB, ") and lines[0].endswith(" MiB/s")
+    assert lines[1].startswith("imgbuild: import: 1024/1024 MiB")
+    assert lines[2] == "imgbuild: import: merge done (0.5 s)"

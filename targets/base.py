@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +88,8 @@ class Target(StageKind):
                 hint="give each target stage its own filename",
             )
         outputs = ctx.workdir / "outputs"
-        scratch = ctx.workdir / f"scratch-{self.name}"
         outputs.mkdir(exist_ok=True)
-        scratch.mkdir()
+        scratch = Path(tempfile.mkdtemp(prefix=f"scratch-{self.name}-", dir=ctx.workdir))
         dest = outputs / filename
         try:
             self.write(disk, dest, options, scratch)

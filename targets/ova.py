@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,12 @@ class Ova(Target, name="ova"):
         names = [line for line in run.run(["tar", "-tf", dest]).out.splitlines() if line]
         if names != [DESCRIPTOR, MANIFEST, DISK]:
             qemu_img.fail(dest, f"holds {names}, expected {[DESCRIPTOR, MANIFEST, DISK]} in that order")
-        unpacked = dest.with_name(f".{dest.name}.check")
-        unpacked.mkdir()
+        unpacked = Path(tempfile.mkdtemp(prefix=f".{dest.name}.check-", dir=dest.parent))
         try:
             run.run(["tar", "-xf", dest, "-C", unpacked])
-            run.run(["sha256sum", "--check", "--strict", MANIFEST], cwd=unpacked)
+            sums = run.run(["sha256sum", "--check", "--strict", MANIFEST], cwd=unpacked, check=False)
+            if sums.returncode != 0:
+                qemu_img.fail(dest, f"has a manifest that does not match its files: {sums.out.strip()}")
             root = ovf.parse((unpacked / DESCRIPTOR).read_bytes())
             href, size, capacity = ovf.disk_reference(root)
             vmdk = unpacked / DISK

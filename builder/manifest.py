@@ -70,16 +70,19 @@ class Manifest:
                 yield f"pipelines[{p}].stages[{s}]", stage
 
     def stage_ids(self) -> list[str]:
-        """Each stage's id: the hash of its type and options chained with the previous stage's id.
+        """Each stage's id: the hash of its type and options chained with the previous stage's id in its
+        pipeline.
 
-        An unchanged prefix of stages keeps its ids, so the ids are cache keys (as in osbuild).
+        An unchanged prefix of stages keeps its ids, so the ids are cache keys (as in osbuild); each pipeline
+        starts its own chain, so the import that begins every pipeline has one id (one cache record).
         """
         ids: list[str] = []
-        previous = ""
-        for _, stage in self.stages():
-            digest = hashlib.sha256(canonical_json([previous, stage.type, stage.options])).hexdigest()
-            ids.append(digest)
-            previous = digest
+        for pipeline in self.pipelines:
+            previous = ""
+            for stage in pipeline.stages:
+                digest = hashlib.sha256(canonical_json([previous, stage.type, stage.options])).hexdigest()
+                ids.append(digest)
+                previous = digest
         return ids
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,9 +1,16 @@
-"""The planner: a pure function from (image facts, blueprint, format, options) to a manifest.
+"""The planner: a pure function from (image facts, blueprint, output targets, options) to a manifest.
 
 No I/O: the same inputs give a byte-identical manifest. UUIDs come from a seed derived from the inputs (or
 given with --seed). The disk layout follows bootc-image-builder's: BIOS boot 1 MiB (x86_64), ESP 501 MiB,
-/boot 1 GiB, extra /var/... partitions from the blueprint, root last filling the disk; 10 GiB by default and
-root at least twice the image's size.
+/boot 1 GiB, extra /var/... partitions from the blueprint, root last filling the disk.
+
+The disk fits the content: the root filesystem gets the image's content (the bytes of its files) plus a
+margin of half of it and 1 GiB (room for /var, logs and the objects of a first update), rounded up to
+256 MiB; clouds grow the root filesystem on first boot. A --size or blueprint size that is larger wins.
+
+Each output target runs on a platform (targets/platforms.py) whose settings (kernel arguments, GRUB timeout)
+are baked into the deployment: targets whose settings agree share one pipeline (one deployment, one disk),
+targets whose settings differ get a pipeline of their own in the same manifest.
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,15 +30,22 @@ from builder.customize.passwords import crypt_passwords
 from builder.errors import BlueprintError, NotBootable
 from builder.facts import ImageFacts
 from builder.manifest import Manifest, Pipeline, Source, Stage, canonical_json
-from targets.formats import FORMATS, Format
+from targets import get as get_target
+from targets.base import Target, TargetPlan
+from targets.platforms import PLATFORMS, ImageSettings, Platform, settings
 
 MiB = 1 << 20
 GiB = 1 << 30
-DEFAULT_DISK_SIZE = 10 * GiB
 BIOS_BOOT_SIZE = 1 * MiB
 ESP_SIZE = 501 * MiB
 BOOT_SIZE = 1 * GiB
-MIN_ROOT_SIZE = 2 * GiB
+# The root filesystem's default size: content + ROOT_MARGIN_FRACTION of it + ROOT_MARGIN, rounded up to
+# ROOT_ROUNDING.
+ROOT_MARGIN = 1 * GiB
+ROOT_MARGIN_FRACTION = 0.5
+ROOT_ROUNDING = 256 * MiB
+# When the image's content size is unknown (facts from an older cache): layers compress about 1:3.
+COMPRESSION_GUESS = 3
 GPT_OVERHEAD = 2 * MiB  # first MiB (alignment, primary GPT) and the backup GPT at the end
 
 BIOS_BOOT_GUID = "21686148-6449-6E6F-744E-656564454649"
@@ -40,7 +56,6 @@ ROOT_GUID = {
     Arch.X86_64: "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
     Arch.AARCH64: "B921B045-1DF0-41C3-AF44-4C6F280D3FAE",
 }
-SERIAL_CONSOLE = {Arch.X86_64: "ttyS0", Arch.AARCH64: "ttyAMA0"}
 
 
 class Rootfs(enum.StrEnum):
@@ -56,6 +71,7 @@ class PlanOptions:
     seed: str | None = None
     compression: bool = False
     stateroot: str = "default"
+    platform: Platform | None = None  # overrides every target's own platform
 
 
 class _Ids:
@@ -79,14 +95,30 @@ def _round_up(value: int, unit: int = MiB) -> int:
     return -(-value // unit) * unit
 
 
-def _seed(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions) -> str:
+def _seed(facts: ImageFacts, blueprint: Blueprint, image: ImageSettings, opts: PlanOptions) -> str:
+    """The seed of one pipeline: from its deployment's inputs, so the same disk gets the same UUIDs whatever
+    the targets made from it."""
     if opts.seed is not None:
         return opts.seed
     return hashlib.sha256(
         canonical_json(
-            [facts.digest, facts.arch.value, fmt.value, blueprint.to_dict(), opts.rootfs.value, opts.size]
+            [
+                facts.digest,
+                facts.arch.value,
+                blueprint.to_dict(),
+                opts.rootfs.value,
+                opts.size,
+                list(image.kernel_args),
+                image.grub_timeout,
+            ]
         )
     ).hexdigest()
+
+
+def root_size(facts: ImageFacts) -> int:
+    """The root filesystem's default (and least) size: the image's content plus the margin."""
+    content = facts.content_size or COMPRESSION_GUESS * facts.size
+    return _round_up(content + int(content * ROOT_MARGIN_FRACTION) + ROOT_MARGIN, ROOT_ROUNDING)
 
 
 @dataclass(frozen=True)
@@ -149,12 +181,12 @@ def _required_parts(
 def _with_root(
     parts: list[_Part], root: _Part, facts: ImageFacts, opts: PlanOptions, minsize: int = 0
 ) -> tuple[list[_Part], int]:
-    """`parts` with the root partition last, filling the disk: root at least twice the image, at least
-    MIN_ROOT_SIZE and at least the size asked for it (`root.size`); the disk at least `minsize`."""
-    root_min = max(MIN_ROOT_SIZE, 2 * facts.size, root.size or 0)
+    """`parts` with the root partition last, filling the disk: root at least `root_size` and at least the size
+    asked for it (`root.size`); the disk at least `minsize` and --size."""
+    root_min = max(root_size(facts), root.size or 0)
     parts = [*parts, dataclasses.replace(root, size=None)]
     fixed = sum(p.size or 0 for p in parts) + GPT_OVERHEAD
-    size = max(opts.size or DEFAULT_DISK_SIZE, minsize, fixed + _round_up(root_min))
+    size = max(opts.size or 0, minsize, fixed + _round_up(root_min))
     return parts, _round_up(size)
 
 
@@ -250,25 +282,76 @@ def _btrfs_part(facts: ImageFacts, partition: BtrfsPartition, index: int) -> _Pa
     )
 
 
-def _kernel_args(facts: ImageFacts, blueprint: Blueprint, root_uuid: str, root: _Part) -> list[str]:
+def _kernel_args(
+    facts: ImageFacts,
+    blueprint: Blueprint,
+    image: ImageSettings,
+    ignition_id: str,
+    root_uuid: str,
+    root: _Part,
+) -> list[str]:
     args = [f"root=UUID={root_uuid}", "rw"]
     if root.subvolume is not None:
         args.append(f"rootflags=subvol={root.subvolume}")
     args += facts.image_kargs
-    args += ["console=tty0", f"console={SERIAL_CONSOLE[facts.arch]},115200n8"]
+    args += image.kernel_args
     args += facts.composefs_kargs
-    args += blueprint.kernel_arguments()
+    # A blueprint with [customizations.ignition] names the platform too: once is enough.
+    args += [w for w in blueprint.kernel_arguments(ignition_platform=ignition_id) if w not in args]
     return args
 
 
-def plan(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions) -> Manifest:
-    if fmt not in FORMATS:
-        raise ValueError(f"no disk format {fmt}")
-    seed = _seed(facts, blueprint, fmt, opts)
+@dataclass(frozen=True)
+class _Group:
+    """Targets that share one deployment: their platforms' settings agree."""
+
+    image: ImageSettings
+    platforms: tuple[Platform, ...]
+    targets: tuple[tuple[type[Target], Platform], ...]
+
+    @property
+    def name(self) -> str:
+        return "-".join(p.value for p in self.platforms)
+
+    @property
+    def ignition_id(self) -> str:
+        return PLATFORMS[self.platforms[0]].ignition_id or Platform.METAL.value
+
+
+def _groups(
+    facts: ImageFacts, blueprint: Blueprint, target_names: Sequence[str], opts: PlanOptions
+) -> list[_Group]:
+    groups: dict[ImageSettings, _Group] = {}
+    uses_ignition = facts.ignition or blueprint.ignition is not None
+    for name in dict.fromkeys(target_names):  # each target once, in the order given
+        target = get_target(name)
+        platform = opts.platform or target.platform
+        image = settings(platform, facts.arch, ignition=uses_ignition)
+        group = groups.get(image, _Group(image, (), ()))
+        platforms = group.platforms if platform in group.platforms else (*group.platforms, platform)
+        groups[image] = _Group(image, platforms, (*group.targets, (target, platform)))
+    return list(groups.values())
+
+
+def plan(facts: ImageFacts, blueprint: Blueprint, targets: Sequence[str], opts: PlanOptions) -> Manifest:
+    """The manifest that builds every target in `targets` (names from the targets registry)."""
+    if not targets:
+        raise ValueError("no output targets to plan")
+    pipelines = tuple(
+        _pipeline(facts, blueprint, group, opts) for group in _groups(facts, blueprint, targets, opts)
+    )
+    return Manifest(Source(facts.reference, facts.digest, facts.arch.value), pipelines)
+
+
+def _pipeline(facts: ImageFacts, blueprint: Blueprint, group: _Group, opts: PlanOptions) -> Pipeline:
+    seed = _seed(facts, blueprint, group.image, opts)
     ids = _Ids(seed)
     # Plain-text passwords never reach the manifest: hashed here, with salts from the seed (reproducible).
+    name = blueprint.name
     blueprint = crypt_passwords(blueprint, seed=seed.encode())
     parts, disk_size = _layout(facts, blueprint, opts)
+    alignment = max(target.size_alignment for target, _ in group.targets)
+    disk_size = _round_up(disk_size, alignment)
     uuids = {p.name: (ids.vfat(p.name) if p.fstype == "vfat" else ids.uuid(f"fs-{p.name}")) for p in parts}
     boot = next(p for p in parts if p.mountpoint == "/boot")
     root = next(p for p in parts if p.mountpoint == "/")
@@ -296,7 +379,7 @@ def plan(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions
         Stage(
             "disk.partition",
             {
-                "filename": "disk.raw",
+                "filename": f"disk-{group.name}.raw",
                 "size": disk_size,
                 "uuid": ids.uuid("disk"),
                 "partitions": [
@@ -344,7 +427,9 @@ def plan(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions
             {
                 "stateroot": opts.stateroot,
                 "mounts": mounts,
-                "kernel_args": _kernel_args(facts, blueprint, uuids[root.name], root),
+                "kernel_args": _kernel_args(
+                    facts, blueprint, group.image, group.ignition_id, uuids[root.name], root
+                ),
                 "origin": facts.origin,
                 "readonly": True,
                 "fstab": fstab,
@@ -370,19 +455,26 @@ def plan(facts: ImageFacts, blueprint: Blueprint, fmt: Format, opts: PlanOptions
                 {"stateroot": opts.stateroot, "mounts": mounts, "policy": facts.selinux_policy},
             )
         )
-    stages.append(Stage("bootloader.grub", _bootloader(facts, parts, mounts, boot, uuids[boot.name])))
-    spec = FORMATS[fmt]
-    target: dict[str, Any] = {"filename": f"disk{spec.suffix}"}
-    if fmt is Format.QCOW2:
-        target["compression"] = opts.compression
-    stages.append(Stage(f"target.{fmt.value}", target))
-    return Manifest(
-        Source(facts.reference, facts.digest, facts.arch.value), (Pipeline("image", tuple(stages)),)
-    )
+    grub = _bootloader(facts, parts, mounts, boot, uuids[boot.name], group.image.grub_timeout)
+    stages.append(Stage("bootloader.grub", grub))
+    boot_modes = tuple(mode for mode, key in (("bios", "bios"), ("uefi", "efi")) if key in grub)
+    machine = _MACHINE_NAME.sub("-", name).strip("-.")[:80] or "imgbuild"
+    for target, platform in group.targets:
+        options = target.stage_options(TargetPlan(platform, opts.compression, boot_modes, machine))
+        stages.append(Stage(target.kind, options))
+    return Pipeline(group.name, tuple(stages))
+
+
+_MACHINE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def _bootloader(
-    facts: ImageFacts, parts: list[_Part], mounts: list[dict[str, Any]], boot: _Part, boot_uuid: str
+    facts: ImageFacts,
+    parts: list[_Part],
+    mounts: list[dict[str, Any]],
+    boot: _Part,
+    boot_uuid: str,
+    timeout: int,
 ) -> dict[str, Any]:
     options: dict[str, Any] = {
         "mounts": mounts,
@@ -390,7 +482,7 @@ def _bootloader(
         "boot_fstype": boot.fstype,
         "boot_uuid": boot_uuid,
         "config": "blscfg" if facts.grub_blscfg else "menu",
-        "timeout": 1,
+        "timeout": timeout,
     }
     if any(p.type == BIOS_BOOT_GUID for p in parts):
         options["bios"] = {"partition": next(p.name for p in parts if p.type == BIOS_BOOT_GUID)}

@@ -133,7 +133,11 @@ def build(
         try:
             checks = _Preflight(stages if preflight else [])
             checks.run(ctx)
+            pipeline = None
             for index, ((path, stage), stage_id) in enumerate(zip(stages, ids, strict=True), start=1):
+                if path.partition(".")[0] != pipeline:
+                    pipeline = path.partition(".")[0]
+                    ctx.start_pipeline()
                 _run_stage(index, total, path, stage.type, dict(stage.options), stage_id, ctx)
                 checks.made(stage.type, ctx)
             interrupts.hold()
@@ -253,6 +257,7 @@ def _finish(ctx: BuildContext, output_dir: Path) -> list[dict[str, Any]]:
                 "format": output.format,
                 "size": final.stat().st_size,
                 "sha256": _sha256(final),
+                **output.record,
             }
         )
     return records

@@ -80,6 +80,8 @@ def image_format(image: Path) -> str:
     if result.returncode != 0:
         raise NotAnImage(f"{image} is not a disk image qemu can read: {result.stderr.decode().strip()}")
     fmt = str(json.loads(result.stdout)["format"])
+    if fmt == "raw" and _fixed_vhd(image):
+        return "vpc"  # a fixed VHD has no header for qemu to probe: its footer is the last 512 bytes
     if fmt == "raw":  # qemu calls anything it does not recognise raw: look for a boot sector
         if image.stat().st_size < 1024 * 1024:
             raise NotAnImage(f"{image} is too small to be a disk image ({image.stat().st_size} bytes)")
@@ -88,6 +90,14 @@ def image_format(image: Path) -> str:
             if f.read(2) != b"\x55\xaa":
                 raise NotAnImage(f"{image} is not a disk image: it has no MBR or GPT partition table")
     return fmt
+
+
+def _fixed_vhd(image: Path) -> bool:
+    if image.stat().st_size < 512:
+        return False
+    with open(image, "rb") as f:
+        f.seek(-512, os.SEEK_END)
+        return f.read(8) == b"conectix"
 
 
 @functools.cache

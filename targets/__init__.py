@@ -1,0 +1,56 @@
+"""Output targets: one module per target (qcow2, raw, vmdk, vhd, gce, ova, ami), its JSON Schema beside it.
+
+Importing this package registers every target as the stage kind `target.<name>`; the planner, the runner and
+the CLI learn the targets from here. Adding a target is adding its module (and schema) to TARGET_MODULES.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from typing import TYPE_CHECKING
+
+from builder.errors import ImgbuildError
+
+if TYPE_CHECKING:
+    from targets.base import Target
+
+# In the order help texts list them.
+TARGET_MODULES = (
+    "targets.qcow2",
+    "targets.raw",
+    "targets.vmdk",
+    "targets.vhd",
+    "targets.gce",
+    "targets.ova",
+    "targets.ami",
+)
+
+
+@cache
+def all_targets() -> dict[str, type[Target]]:
+    """Every target by name, in TARGET_MODULES order."""
+    from targets.base import register_all
+
+    for module in TARGET_MODULES:
+        importlib.import_module(module)
+    registered = register_all()
+    order = [m.rpartition(".")[2] for m in TARGET_MODULES]
+    return {name: registered[name] for name in sorted(registered, key=order.index)}
+
+
+def names() -> tuple[str, ...]:
+    return tuple(all_targets())
+
+
+def get(name: str) -> type[Target]:
+    try:
+        return all_targets()[name]
+    except KeyError:
+        raise ImgbuildError(
+            f"unknown output type {name!r}", hint=f"use one of: {', '.join(names())}"
+        ) from None
+
+
+# The stage registry imports this package to register the target stage kinds.
+all_targets()

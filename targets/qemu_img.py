@@ -1,41 +1,59 @@
-"""Writing and checking disk outputs with qemu-img."""
+"""Writing disk outputs with qemu-img and checking them with `qemu-img info` (what the consumers read)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from builder import run
 from builder.errors import StageFailed
-from targets.formats import FormatSpec
 
 
-def info(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(run.run(["qemu-img", "info", "--output=json", path]).out)
+def info(path: Path, fmt: str | None = None) -> dict[str, Any]:
+    """`qemu-img info --output=json`; with `fmt`, the image is read as that format instead of probed."""
+    argv: list[str | Path] = ["qemu-img", "info", "--output=json"]
+    if fmt is not None:
+        argv += ["-f", fmt]
+    data: dict[str, Any] = json.loads(run.run([*argv, path]).out)
     return data
 
 
-def convert(raw: Path, dest: Path, spec: FormatSpec, *, compress: bool = False) -> None:
-    """Convert the raw work disk to `spec`'s format (sparse regions stay unallocated)."""
-    argv: list[str | Path] = ["qemu-img", "convert", "-f", "raw", "-O", spec.qemu_format]
-    if spec.create_options:
-        argv += ["-o", ",".join(spec.create_options)]
-    if compress and spec.compressible:
+def convert(
+    src: Path,
+    dest: Path,
+    fmt: str,
+    options: Sequence[str] = (),
+    *,
+    compress: bool = False,
+    existing: bool = False,
+) -> None:
+    """Convert the raw disk `src` to `fmt` (zero regions stay unallocated). `existing`: write into a `dest`
+    already created (qemu-img create) and still all zeroes."""
+    argv: list[str | Path] = ["qemu-img", "convert", "-f", "raw", "-O", fmt]
+    if options:
+        argv += ["-o", ",".join(options)]
+    if compress:
         argv.append("-c")
-    run.run([*argv, raw, dest])
+    if existing:
+        argv += ["-n", "--target-is-zero"]
+    run.run([*argv, src, dest])
 
 
-def check(path: Path, spec: FormatSpec, virtual_size: int) -> None:
-    """The output is in the right format with the right virtual size, and qcow2 passes `qemu-img check`."""
-    found = info(path)
-    if found.get("format") != spec.qemu_format:
-        raise StageFailed(f"{path.name} is {found.get('format')}, expected {spec.qemu_format}")
+def expect(path: Path, found: dict[str, Any], fmt: str, virtual_size: int) -> None:
+    if found.get("format") != fmt:
+        raise StageFailed(f"qemu-img reads {path.name} as {found.get('format')}, expected {fmt}")
     if found.get("virtual-size") != virtual_size:
         raise StageFailed(
             f"{path.name} has virtual size {found.get('virtual-size')}, expected {virtual_size}"
         )
-    if spec.qemu_format == "qcow2":
-        if found.get("format-specific", {}).get("data", {}).get("compat") != "1.1":
-            raise StageFailed(f"{path.name} is not qcow2 compat 1.1")
-        run.run(["qemu-img", "check", "-f", "qcow2", path])
+
+
+def check_consistency(path: Path, fmt: str) -> None:
+    """`qemu-img check`: the metadata (qcow2 refcounts, vmdk grain tables) is consistent."""
+    run.run(["qemu-img", "check", "-f", fmt, path])
+
+
+def fail(path: Path, what: str) -> NoReturn:
+    raise StageFailed(f"{path.name} {what}")

@@ -61,6 +61,11 @@ class Built:
     result: dict[str, Any]
     manifest: dict[str, Any]
 
+    def target_file(self, target: str) -> Path:
+        """The file the target `target` wrote (result.json's entry for it)."""
+        entry = next(o for o in self.result["outputs"] if o.get("target") == target)
+        return self.output / str(entry["path"])
+
     def stage_options(self, kind: str) -> dict[str, Any]:
         for pipeline in self.manifest["pipelines"]:
             for stage in pipeline["stages"]:
@@ -82,6 +87,18 @@ class ImageBuilds:
             output = self.base / f"build-{len(self._built)}"
             imgbuild([fmt, reference, "--output", output, "--progress", "plain", *options])
             result = check_result(output / "result.json")
+            manifest = json.loads((output / "manifest.json").read_text())
+            self._built[key] = Built(output, output / result["outputs"][0]["path"], result, manifest)
+        return self._built[key]
+
+    def multi(self, types: Sequence[str], reference: str, *options: str) -> Built:
+        """One `imgbuild build --type A --type B ... REF` (once per session); `image`: the first output."""
+        key = ("build", *types, reference, *options)
+        if key not in self._built:
+            output = self.base / f"build-{len(self._built)}"
+            type_args = [arg for name in types for arg in ("--type", name)]
+            imgbuild(["build", *type_args, reference, "--output", output, "--progress", "plain", *options])
+            result = json.loads((output / "result.json").read_text())
             manifest = json.loads((output / "manifest.json").read_text())
             self._built[key] = Built(output, output / result["outputs"][0]["path"], result, manifest)
         return self._built[key]

@@ -14,7 +14,6 @@ from builder.paths import cache_dir
 from builder.progress import Progress, ProgressMode
 from builder.runner import build
 from builder.upload import settings as aws_settings
-from targets.formats import Format
 
 if TYPE_CHECKING:
     from builder.upload.aws import AwsResult
@@ -63,13 +62,13 @@ def cmd_upload_aws(args: argparse.Namespace) -> int:
 
 
 def build_disk(args: argparse.Namespace, progress: Progress) -> tuple[Path, Path]:
-    """Build the disk an AMI is registered from: (disk, result.json). The `ami` target replaces this."""
-    manifest = _make_manifest(Format.RAW, args)
-    built = build(manifest, output_dir=args.output, cache=cache_dir(), progress=progress)
-    raw = [o for o in built.outputs if o["format"] == Format.RAW.value]
-    if len(raw) != 1:
-        raise UploadError(f"the build wrote {len(raw)} raw disks, expected one")
-    return args.output / raw[0]["path"], built.result_file
+    """Build the disk an AMI is registered from (the ami target): (disk, result.json)."""
+    manifest = _make_manifest(["ami"], args.reference, args)
+    built = build(manifest, output_dir=args.output, cache=cache_dir(), progress=progress, preflight=False)
+    disks = [o for o in built.outputs if o.get("target") == "ami"]
+    if len(disks) != 1:
+        raise UploadError(f"the build wrote {len(disks)} ami disks, expected one")
+    return args.output / disks[0]["disk"], built.result_file
 
 
 def cmd_ami(args: argparse.Namespace) -> int:

@@ -10,17 +10,17 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from targets.formats import DISK_FORMATS, FORMATS
+from targets import all_targets
 
 # The compose types that exist only with an upload, and the provider each uploads to: the builder's command
-# of the same name builds the disk and uploads it (`imgbuild ami`). The target registry takes them over.
+# of the same name builds the target and uploads it (`imgbuild ami`).
 UPLOAD_COMPOSE_TYPES = {"ami": "aws"}
 
-# The output formats a compose can produce: the builder's commands of the same names (targets.formats).
-COMPOSE_TYPES: tuple[str, ...] = (*(fmt.value for fmt in DISK_FORMATS), *UPLOAD_COMPOSE_TYPES)
+# The output formats a compose can produce: the builder's commands of the same names (the targets registry).
+COMPOSE_TYPES: tuple[str, ...] = tuple(all_targets())
 
 # The MIME type `compose/image` answers with, per compose type.
-IMAGE_MIME_TYPES = {fmt.value: spec.mime for fmt, spec in FORMATS.items()}
+IMAGE_MIME_TYPES = {name: target.mime for name, target in all_targets().items()}
 
 # Error ids, as composer spells them.
 BLUEPRINTS_ERROR = "BlueprintsError"

@@ -3,10 +3,11 @@ one stage to the next (the imported commit, the disk and its partitions, the dep
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from builder.errors import StageFailed
 
@@ -20,6 +21,7 @@ class Output:
     path: Path  # inside the work directory until the build succeeds
     format: str
     filename: str  # the final name in the output directory
+    record: Mapping[str, Any] = field(default_factory=dict)  # what the target adds to result.json's entry
 
 
 @dataclass
@@ -41,6 +43,12 @@ class BuildContext:
     # Set by ostree.deploy (the deployment's checksum-named directory, relative to the root filesystem):
     deployment: str | None = None
     outputs: list[Output] = field(default_factory=list)
+
+    def start_pipeline(self) -> None:
+        """Each pipeline builds its own disk and deployment; the import and the outputs carry over."""
+        self.disk = None
+        self.partitions = {}
+        self.deployment = None
 
     # The manifest checker (builder/manifest_check.py) makes these failures impossible for a checked
     # manifest; they stay one-line errors, never a traceback, should a stage kind's declarations be wrong.

@@ -1,7 +1,8 @@
 """The registry of stage kinds.
 
 A stage kind subclasses StageKind with `kind="..."`; that registers it once, loads its JSON Schema from
-`schemas/<kind>.json` beside this module and checks that the schema is itself valid and closed
+`schemas/<kind>.json` beside this module (or from `schema=`, e.g. a target's JSON file beside its module under
+targets/) and checks that the schema is itself valid and closed
 (`additionalProperties: false`).
 
 A kind also declares what it needs from earlier stages and what it makes (facts, partition and filesystem
@@ -31,7 +32,7 @@ STAGE_MODULES = (
     "builder.stages.disk",
     "builder.stages.deploy",
     "builder.stages.bootloader",
-    "builder.stages.target",
+    "targets",  # output targets are stage kinds target.<name>, one module each (targets/__init__.py)
 )
 
 
@@ -54,12 +55,14 @@ class StageKind:
     # stages in between run (the blueprint is checked against the imported commit before any disk exists).
     preflight_needs: ClassVar[tuple[str, ...]] = ()
 
-    def __init_subclass__(cls, /, kind: str, **kwargs: Any) -> None:
+    def __init_subclass__(cls, /, kind: str | None = None, schema: Path | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if kind is None:  # an abstract base of several kinds (targets.base.Target): not registered
+            return
         if kind in _REGISTRY:
             raise TypeError(f"stage kind {kind} registered twice")
         cls.kind = kind
-        cls.schema = json.loads((SCHEMA_DIR / f"{kind}.json").read_text())
+        cls.schema = json.loads((schema or SCHEMA_DIR / f"{kind}.json").read_text())
         jsonschema.Draft202012Validator.check_schema(cls.schema)
         if cls.schema.get("additionalProperties") is not False:
             raise TypeError(f"schema of stage kind {kind} must set additionalProperties: false")

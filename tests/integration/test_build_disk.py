@@ -20,7 +20,9 @@ def test_disk_checks(fmt: str, example_x86_64: ExampleImage, images: ImageBuilds
     record = built.result["outputs"][0]
     assert record["format"] == fmt and record["sha256"] == sha256_file(built.image)
     info = json.loads(run.run(["qemu-img", "info", "--output=json", built.image]).out)
-    assert info["format"] == fmt and info["virtual-size"] == 10 << 30
+    # Sized to the content (root: content + half + 1 GiB), not the old fixed 10 GiB.
+    size = built.stage_options("disk.partition")["size"]
+    assert info["format"] == fmt and info["virtual-size"] == size and size < 5 << 30
     if fmt == "qcow2":
         run.run(["qemu-img", "check", built.image])
         assert info["format-specific"]["data"]["compat"] == "1.1"

@@ -113,12 +113,14 @@ def _with_selinux_stage(doc: dict[str, Any]) -> None:
 def _manifests(reference: str, tmp_path: Path) -> list[Path]:
     """Planned manifests that hold every registered stage kind between them."""
     planned = []
-    for name, fmt, blueprint in (
-        ("btrfs", "qcow2", DATA / "btrfs-subvolumes.toml"),
-        ("hostname", "raw", DATA / "hostname.toml"),
+    # Every output target in one manifest: cheap ones first, as a failure at stage N runs stages 1..N-1.
+    every_target = [a for t in ("raw", "ami", "vhd", "vmdk", "ova", "gce") for a in ("--type", t)]
+    for name, types, blueprint in (
+        ("btrfs", ["qcow2"], DATA / "btrfs-subvolumes.toml"),
+        ("hostname", every_target, DATA / "hostname.toml"),
     ):
         path = tmp_path / f"{name}.json"
-        imgbuild(["plan", fmt, reference, "--blueprint", blueprint, "-o", path])
+        imgbuild(["plan", *types, reference, "--blueprint", blueprint, "-o", path])
         planned.append(path)
     doc = json.loads(planned[-1].read_text())
     _with_selinux_stage(doc)

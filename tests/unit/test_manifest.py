@@ -54,7 +54,9 @@ def test_every_stage_kind_has_a_closed_schema() -> None:
 
 
 def test_valid_manifest_loads() -> None:
-    manifest = loads(_doc([PARTITION, {"type": "target.raw", "options": {"filename": "disk.raw"}}]))
+    manifest = loads(
+        _doc([PARTITION, {"type": "target.raw", "options": {"filename": "disk.raw", "platform": "qemu"}}])
+    )
     assert [s.type for _, s in manifest.stages()] == ["disk.partition", "target.raw"]
     assert len(set(manifest.stage_ids())) == 2
 
@@ -63,7 +65,7 @@ def test_wrong_option_names_its_path() -> None:
     bad = json.loads(json.dumps(PARTITION))
     bad["options"]["size"] = "big"
     with pytest.raises(ManifestError, match=r"pipelines\[0\]\.stages\[1\]\.options\.size"):
-        loads(_doc([{"type": "target.raw", "options": {"filename": "a.raw"}}, bad]))
+        loads(_doc([{"type": "target.raw", "options": {"filename": "a.raw", "platform": "qemu"}}, bad]))
 
 
 def test_unknown_option_and_unknown_stage() -> None:

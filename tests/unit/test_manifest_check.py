@@ -134,7 +134,7 @@ BROKEN: list[tuple[Callable[[dict[str, Any]], None], str]] = [
         _duplicate_partition_name,
         "pipelines[0].stages[1].options.partitions[1].name: partition 'bios' is named twice",
     ),
-    (_duplicate_pipeline, "pipelines[1].name: a pipeline named 'image' comes earlier"),
+    (_duplicate_pipeline, "pipelines[1].name: a pipeline named 'qemu' comes earlier"),
 ]
 
 

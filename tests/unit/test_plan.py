@@ -13,8 +13,8 @@ from builder.blueprint import Blueprint, parse_blueprint
 from builder.errors import BlueprintError, NotBootable
 from builder.facts import ImageFacts
 from builder.manifest import loads
-from builder.plan import GiB, MiB, PlanOptions, Rootfs, plan
-from targets.formats import Format
+from builder.plan import GiB, MiB, PlanOptions, Rootfs, plan, root_size
+from targets.platforms import Platform
 
 COMPOSEFS_OFF_KARG = "ostree.prepare-root.composefs=0"
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
@@ -35,6 +35,7 @@ FACTS = ImageFacts(
     composefs_reason=None,
     image_kargs=(),
     os_name="Debian GNU/Linux 12 (bookworm)",
+    content_size=400 * MiB,
 )
 
 BLUEPRINT = """
@@ -68,28 +69,28 @@ def _check_golden(name: str, text: str) -> None:
     assert text == path.read_text(), f"planner output differs from {path} (IMGBUILD_UPDATE_GOLDEN=1 rewrites)"
 
 
-@pytest.mark.parametrize("fmt", [Format.QCOW2, Format.RAW])
-def test_golden_x86_64(fmt: Format) -> None:
-    _check_golden(f"plan-{fmt.value}-x86_64.yaml", plan(FACTS, _bp(), fmt, PlanOptions()).dumps("yaml"))
+@pytest.mark.parametrize("target", ["qcow2", "raw"])
+def test_golden_x86_64(target: str) -> None:
+    _check_golden(f"plan-{target}-x86_64.yaml", plan(FACTS, _bp(), [target], PlanOptions()).dumps("yaml"))
 
 
 def test_golden_aarch64_xfs() -> None:
     facts = replace(FACTS, arch=Arch.AARCH64, grub_platforms=("arm64-efi",))
-    manifest = plan(facts, Blueprint.empty(), Format.QCOW2, PlanOptions(rootfs=Rootfs.XFS))
+    manifest = plan(facts, Blueprint.empty(), ["qcow2"], PlanOptions(rootfs=Rootfs.XFS))
     _check_golden("plan-qcow2-aarch64-xfs.yaml", manifest.dumps("yaml"))
 
 
 def test_deterministic_and_reloadable() -> None:
-    a = plan(FACTS, _bp(), Format.QCOW2, PlanOptions())
-    b = plan(FACTS, _bp(), Format.QCOW2, PlanOptions())
+    a = plan(FACTS, _bp(), ["qcow2"], PlanOptions())
+    b = plan(FACTS, _bp(), ["qcow2"], PlanOptions())
     assert a.dumps("json") == b.dumps("json")
     assert loads(a.dumps("yaml")) == a
     assert loads(a.dumps("json")).stage_ids() == a.stage_ids()
 
 
 def test_seed_changes_uuids_only() -> None:
-    a = plan(FACTS, _bp(), Format.QCOW2, PlanOptions(seed="one"))
-    b = plan(FACTS, _bp(), Format.QCOW2, PlanOptions(seed="two"))
+    a = plan(FACTS, _bp(), ["qcow2"], PlanOptions(seed="one"))
+    b = plan(FACTS, _bp(), ["qcow2"], PlanOptions(seed="two"))
     assert a.dumps() != b.dumps()
     assert [s.type for _, s in a.stages()] == [s.type for _, s in b.stages()]
 
@@ -100,13 +101,13 @@ def _stage(manifest_text: str, kind: str) -> dict[str, object]:
 
 
 def test_layout_x86_64() -> None:
-    manifest = plan(FACTS, _bp(), Format.QCOW2, PlanOptions())
+    manifest = plan(FACTS, _bp(), ["qcow2"], PlanOptions())
     part = _stage(manifest.dumps(), "disk.partition")
     names = [p["name"] for p in part["partitions"]]  # type: ignore[attr-defined]
     assert names == ["bios", "esp", "boot", "var-log", "root"]
     sizes = {p["name"]: p["size"] for p in part["partitions"]}  # type: ignore[attr-defined]
     assert sizes == {"bios": MiB, "esp": 501 * MiB, "boot": GiB, "var-log": 512 * MiB, "root": None}
-    assert part["size"] == 10 * GiB
+    assert part["size"] == FIXED + 512 * MiB + 4 * GiB  # the blueprint's / (4 GiB) beats 1792 MiB
     deploy = _stage(manifest.dumps(), "ostree.deploy")
     kargs = deploy["kernel_args"]
     assert kargs[:2][1] == "rw" and str(kargs[0]).startswith("root=UUID=")  # type: ignore[index]
@@ -114,16 +115,42 @@ def test_layout_x86_64() -> None:
     assert deploy["origin"] == FACTS.origin
 
 
-def test_root_at_least_twice_the_image() -> None:
-    big = replace(FACTS, size=6 * GiB)
-    part = _stage(plan(big, Blueprint.empty(), Format.RAW, PlanOptions()).dumps(), "disk.partition")
-    fixed = MiB + 501 * MiB + GiB + 2 * MiB
-    assert part["size"] >= fixed + 12 * GiB  # type: ignore[operator]
+FIXED = MiB + 501 * MiB + GiB + 2 * MiB  # bios, esp, /boot and the GPT
+
+
+def test_disk_fits_the_content() -> None:
+    # 400 MiB of content + half of it + 1 GiB = 1624 MiB, rounded up to 256 MiB: 1792 MiB of root.
+    assert root_size(FACTS) == 1792 * MiB
+    part = _stage(plan(FACTS, Blueprint.empty(), ["raw"], PlanOptions()).dumps(), "disk.partition")
+    assert part["size"] == FIXED + 1792 * MiB
+    big = replace(FACTS, content_size=6 * GiB)
+    part = _stage(plan(big, Blueprint.empty(), ["raw"], PlanOptions()).dumps(), "disk.partition")
+    assert part["size"] == FIXED + 10 * GiB  # 6 + 3 + 1 GiB
+    # Facts without a content size: the layers' size times the compression guess.
+    unknown = replace(FACTS, content_size=0, size=GiB)
+    assert root_size(unknown) == 3 * GiB + GiB + 512 * MiB + GiB
+
+
+def test_given_sizes_win_when_larger() -> None:
+    part = _stage(
+        plan(FACTS, Blueprint.empty(), ["raw"], PlanOptions(size=20 * GiB)).dumps(), "disk.partition"
+    )
+    assert part["size"] == 20 * GiB
+    small = _stage(plan(FACTS, Blueprint.empty(), ["raw"], PlanOptions(size=GiB)).dumps(), "disk.partition")
+    assert small["size"] == FIXED + 1792 * MiB  # grown: the content must fit
+    text = plan(FACTS, _bp(), ["raw"], PlanOptions()).dumps()  # the blueprint asks 4 GiB for /
+    assert _stage(text, "disk.partition")["size"] == FIXED + 512 * MiB + 4 * GiB
+
+
+@pytest.mark.parametrize(("target", "unit"), [("gce", GiB), ("ami", GiB), ("vhd", MiB), ("qcow2", MiB)])
+def test_disk_size_alignment_of_the_target(target: str, unit: int) -> None:
+    part = _stage(plan(FACTS, Blueprint.empty(), [target], PlanOptions()).dumps(), "disk.partition")
+    assert part["size"] % unit == 0 and part["size"] >= FIXED + 1792 * MiB  # type: ignore[operator]
 
 
 def test_aarch64_has_no_bios_partition_and_uses_ttyAMA0() -> None:
     facts = replace(FACTS, arch=Arch.AARCH64, grub_platforms=("arm64-efi",))
-    text = plan(facts, Blueprint.empty(), Format.QCOW2, PlanOptions()).dumps()
+    text = plan(facts, Blueprint.empty(), ["qcow2"], PlanOptions()).dumps()
     names = [p["name"] for p in _stage(text, "disk.partition")["partitions"]]  # type: ignore[attr-defined]
     assert names == ["esp", "boot", "root"]
     assert "console=ttyAMA0,115200n8" in _stage(text, "ostree.deploy")["kernel_args"]  # type: ignore[operator]
@@ -144,7 +171,7 @@ def test_composefs_and_selinux_and_blscfg() -> None:
         grub_blscfg=True,
         efi_payload="usr/lib/bootupd/updates/EFI",
     )
-    text = plan(facts, Blueprint.empty(), Format.QCOW2, PlanOptions()).dumps()
+    text = plan(facts, Blueprint.empty(), ["qcow2"], PlanOptions()).dumps()
     deploy = _stage(text, "ostree.deploy")
     assert COMPOSEFS_OFF_KARG in deploy["kernel_args"]  # type: ignore[operator]
     assert deploy["notes"] == ["the image enables composefs"]
@@ -154,17 +181,17 @@ def test_composefs_and_selinux_and_blscfg() -> None:
 
 
 def test_btrfs_boot_is_ext4_and_refuses_var_partitions() -> None:
-    text = plan(FACTS, Blueprint.empty(), Format.QCOW2, PlanOptions(rootfs=Rootfs.BTRFS)).dumps()
+    text = plan(FACTS, Blueprint.empty(), ["qcow2"], PlanOptions(rootfs=Rootfs.BTRFS)).dumps()
     mkfs = [dict(s.options) for _, s in loads(text).stages() if s.type == "fs.mkfs"]
     assert {m["partition"]: m["fstype"] for m in mkfs} == {"esp": "vfat", "boot": "ext4", "root": "btrfs"}
     with pytest.raises(BlueprintError, match="/var/log"):
-        plan(FACTS, _bp(), Format.QCOW2, PlanOptions(rootfs=Rootfs.BTRFS))
+        plan(FACTS, _bp(), ["qcow2"], PlanOptions(rootfs=Rootfs.BTRFS))
 
 
 def test_unbootable_without_efi_on_aarch64() -> None:
     facts = replace(FACTS, arch=Arch.AARCH64, grub_platforms=())
     with pytest.raises(NotBootable):
-        plan(facts, Blueprint.empty(), Format.QCOW2, PlanOptions())
+        plan(facts, Blueprint.empty(), ["qcow2"], PlanOptions())
 
 
 DISK_BLUEPRINT = """
@@ -196,7 +223,7 @@ minsize = "5 GiB"
 
 
 def test_disk_customization_layout() -> None:
-    text = plan(FACTS, _bp(DISK_BLUEPRINT), Format.QCOW2, PlanOptions()).dumps()
+    text = plan(FACTS, _bp(DISK_BLUEPRINT), ["qcow2"], PlanOptions()).dumps()
     partitions = _stage(text, "disk.partition")["partitions"]
     assert [(p["name"], p["size"]) for p in partitions] == [  # type: ignore[attr-defined]
         ("bios", MiB),
@@ -240,12 +267,12 @@ def test_disk_customization_refusals(snippet: str, message: str) -> None:
         else ('name = "d"\n' + snippet)
     )
     with pytest.raises(BlueprintError, match=message):
-        plan(FACTS, _bp(text), Format.QCOW2, PlanOptions())
+        plan(FACTS, _bp(text), ["qcow2"], PlanOptions())
 
 
 def test_btrfs_subvolume_layout() -> None:
     text = (Path(__file__).parents[1] / "data/btrfs-subvolumes.toml").read_text()
-    manifest = plan(FACTS, _bp(text), Format.QCOW2, PlanOptions()).dumps()
+    manifest = plan(FACTS, _bp(text), ["qcow2"], PlanOptions()).dumps()
     names = [p["name"] for p in _stage(manifest, "disk.partition")["partitions"]]  # type: ignore[attr-defined]
     assert names == ["bios", "esp", "boot", "root"]
     assert _stage(manifest, "fs.btrfs-subvolumes") == {"partition": "root", "subvolumes": ["root", "var-log"]}
@@ -268,4 +295,62 @@ def test_boot_cannot_be_a_btrfs_subvolume() -> None:
         '[[customizations.disk.partitions.subvolumes]]\nname = "boot"\nmountpoint = "/boot"\n'
     )
     with pytest.raises(BlueprintError, match="/boot cannot be a btrfs subvolume"):
-        plan(FACTS, _bp(text), Format.QCOW2, PlanOptions())
+        plan(FACTS, _bp(text), ["qcow2"], PlanOptions())
+
+
+def test_golden_multi_output() -> None:
+    """qcow2, vmdk, gce, ami of an image without Ignition: their platforms' settings agree, one pipeline."""
+    manifest = plan(FACTS, _bp(), ["qcow2", "vmdk", "gce", "ami"], PlanOptions())
+    assert [p.name for p in manifest.pipelines] == ["qemu-vmware-gcp-aws"]
+    _check_golden("plan-multi-x86_64.yaml", manifest.dumps("yaml"))
+
+
+def test_golden_multi_output_ignition() -> None:
+    """With Ignition each platform needs its own ignition.platform.id: one deployment per platform."""
+    facts = replace(FACTS, ignition=True)
+    manifest = plan(facts, Blueprint.empty(), ["qcow2", "raw", "vhd"], PlanOptions())
+    assert [p.name for p in manifest.pipelines] == ["qemu", "azure"]
+    stages = [[s.type for s in p.stages] for p in manifest.pipelines]
+    assert stages[0][-2:] == ["target.qcow2", "target.raw"] and stages[1][-1] == "target.vhd"
+    assert [s.type for s in manifest.pipelines[1].stages].count("container.import") == 1
+    deploys = [
+        next(dict(s.options) for s in p.stages if s.type == "ostree.deploy") for p in manifest.pipelines
+    ]
+    assert "ignition.platform.id=qemu" in deploys[0]["kernel_args"]
+    assert "ignition.platform.id=azure" in deploys[1]["kernel_args"]
+    # The same import starts both pipelines: one stage id, one cache record.
+    ids = manifest.stage_ids()
+    assert ids[0] == ids[len(manifest.pipelines[0].stages)]
+    _check_golden("plan-multi-ignition-x86_64.yaml", manifest.dumps("yaml"))
+
+
+def test_platform_override_shares_one_deployment() -> None:
+    facts = replace(FACTS, ignition=True)
+    manifest = plan(facts, Blueprint.empty(), ["qcow2", "vhd"], PlanOptions(platform=Platform.AZURE))
+    assert [p.name for p in manifest.pipelines] == ["azure"]
+    targets = [dict(s.options) for s in manifest.pipelines[0].stages if s.type.startswith("target.")]
+    assert [t["platform"] for t in targets] == ["azure", "azure"]
+
+
+def test_blueprint_ignition_names_the_platform_once() -> None:
+    text = 'name = "i"\n[customizations.ignition.firstboot]\nurl = "http://example.invalid/config.ign"\n'
+    manifest = plan(FACTS, _bp(text), ["ami"], PlanOptions())
+    kargs = next(dict(s.options) for _, s in manifest.stages() if s.type == "ostree.deploy")["kernel_args"]
+    assert kargs.count("ignition.platform.id=aws") == 1 and "ignition.firstboot" in kargs
+    assert not any(k == "ignition.platform.id=metal" for k in kargs)
+
+
+def test_ami_records_boot_modes() -> None:
+    x86 = next(
+        dict(s.options)
+        for _, s in plan(FACTS, Blueprint.empty(), ["ami"], PlanOptions()).stages()
+        if s.type == "target.ami"
+    )
+    assert x86["boot_modes"] == ["bios", "uefi"]
+    facts = replace(FACTS, arch=Arch.AARCH64, grub_platforms=("arm64-efi",))
+    arm = next(
+        dict(s.options)
+        for _, s in plan(facts, Blueprint.empty(), ["ami"], PlanOptions()).stages()
+        if s.type == "target.ami"
+    )
+    assert arm["boot_modes"] == ["uefi"]

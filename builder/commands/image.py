@@ -23,6 +23,7 @@ from builder.plan import PlanOptions, Rootfs, plan
 from builder.prepare import prepare, remember_import
 from builder.progress import Progress, ProgressMode
 from builder.runner import build
+from builder.upload import settings as aws_settings
 from targets.platforms import Platform, parse_platform
 
 # The planning options, with the defaults applied when they are not given (None: not given, so that
@@ -176,7 +177,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     if args.types:
         _require_root()
+        if aws_settings.requested(args):
+            from builder.commands.upload import build_and_upload  # it builds on this module
+
+            return build_and_upload(args.types, args.source, args)
         return _build(_make_manifest(args.types, args.source, args), args, planned_here=True)
+    if aws_settings.requested(args):
+        raise ImgbuildError(
+            "the --aws-* options upload what `imgbuild build --type ami REF` builds",
+            hint="for a disk built earlier: imgbuild upload aws DISK --aws-region R --aws-ami-name NAME",
+        )
     given = [f"--{name}" for name in _PLAN_OPTIONS if getattr(args, name) is not None]
     if given:
         raise ImgbuildError(
@@ -214,6 +224,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _types_option(b, "plan them all for REF and build them in one run, sharing deployments")
     _plan_options(b)
     _build_arguments(b)
+    aws_settings.add_arguments(b, required=False)
     b.set_defaults(func=cmd_build)
 
     for name, target in targets.all_targets().items():

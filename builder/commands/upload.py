@@ -61,27 +61,42 @@ def cmd_upload_aws(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_disk(args: argparse.Namespace, progress: Progress) -> tuple[Path, Path]:
-    """Build the disk an AMI is registered from (the ami target): (disk, result.json)."""
-    manifest = _make_manifest(["ami"], args.reference, args)
+def build_and_upload(types: list[str], reference: str, args: argparse.Namespace) -> int:
+    """Build `types` (the ami among them) from `reference`, then register the ami output as an AMI: the
+    AWS checks run before anything is fetched or built. `imgbuild ami REF` and
+    `imgbuild build --type ami ... --aws-region R --aws-ami-name NAME REF` both come here."""
+    from builder.upload.aws import check, upload_disk
+
+    _require_root()
+    if "ami" not in types:
+        raise ImgbuildError(
+            "the --aws-* options upload the ami output, and no --type ami was asked for",
+            hint="add --type ami, or leave out the --aws-* options",
+        )
+    if args.aws_region is None or args.aws_ami_name is None:
+        raise ImgbuildError(
+            "an AMI upload needs both --aws-region and --aws-ami-name",
+            hint="e.g. --aws-region us-east-1 --aws-ami-name my-os-1",
+        )
+    settings = aws_settings.from_args(args)
+    progress = Progress(args.progress)
+    clients, checked = check(settings, progress)  # before anything is fetched or built
+    manifest = _make_manifest(types, reference, args)
     built = build(manifest, output_dir=args.output, cache=cache_dir(), progress=progress, preflight=False)
     disks = [o for o in built.outputs if o.get("target") == "ami"]
     if len(disks) != 1:
         raise UploadError(f"the build wrote {len(disks)} ami disks, expected one")
-    return args.output / disks[0]["disk"], built.result_file
+    if progress.mode is not ProgressMode.JSON:
+        for output in built.outputs:
+            print(args.output / output["path"])
+    disk = args.output / disks[0]["disk"]
+    result = upload_disk(disk, settings, progress, clients=clients, checked=checked)
+    _report(result, progress, built.result_file)
+    return 0
 
 
 def cmd_ami(args: argparse.Namespace) -> int:
-    from builder.upload.aws import check, upload_disk
-
-    _require_root()
-    settings = aws_settings.from_args(args)
-    progress = Progress(args.progress)
-    clients, checked = check(settings, progress)  # before anything is fetched or built
-    disk, result_file = build_disk(args, progress)
-    result = upload_disk(disk, settings, progress, clients=clients, checked=checked)
-    _report(result, progress, result_file)
-    return 0
+    return build_and_upload(["ami"], args.reference, args)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -57,12 +57,13 @@ def parse_tag(text: str) -> tuple[str, str]:
     return key, value
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """The --aws-* options; `required=False` where an upload is optional (`imgbuild build --type ami`)."""
     group = parser.add_argument_group(
         "AWS", "credentials come from boto3's standard chain (environment, shared config, instance role)"
     )
-    group.add_argument("--aws-region", required=True, metavar="REGION", help="e.g. us-east-1")
-    group.add_argument("--aws-ami-name", required=True, metavar="NAME", help="the name of the AMI")
+    group.add_argument("--aws-region", required=required, metavar="REGION", help="e.g. us-east-1")
+    group.add_argument("--aws-ami-name", required=required, metavar="NAME", help="the name of the AMI")
     group.add_argument(
         "--aws-tag", type=parse_tag, action="append", default=[], metavar="KEY=VALUE",
         help="a tag for the AMI and its snapshot (repeatable)",
@@ -81,6 +82,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--aws-replace", action="store_true", help="replace an AMI of the same name (deregistered, deleted)"
     )
     group.add_argument("--aws-imds-v2-only", action="store_true", help="instances must use IMDSv2")
+
+
+def requested(args: argparse.Namespace) -> bool:
+    """Whether any --aws-* option was given (they are optional on `imgbuild build`)."""
+    return any(
+        getattr(args, name, None) not in (None, False, [])
+        for name in ("aws_region", "aws_ami_name", "aws_tag", "aws_share", "aws_bucket", "aws_profile",
+                     "aws_replace", "aws_imds_v2_only")
+    )  # fmt: skip
 
 
 def from_args(args: argparse.Namespace) -> AwsSettings:

@@ -231,9 +231,9 @@ def test_ami_builds_and_uploads_the_example(
     done = imgbuild(args, env=moto.env(), timeout=1800)
     result = json.loads((out / "result.json").read_text())
     (upload,) = result["uploads"]
-    assert done.out.strip() == (
-        f"region={REGION} image_id={upload['image_id']} snapshot_id={upload['snapshot_id']}"
-    )
+    *paths, last = done.out.strip().splitlines()
+    assert last == f"region={REGION} image_id={upload['image_id']} snapshot_id={upload['snapshot_id']}"
+    assert paths == [str(out / result["outputs"][0]["path"])]
     assert (upload["arch"], upload["boot_mode"]) == ("x86_64", "uefi-preferred")
     disk = out / result["outputs"][0]["path"]
     assert snapshot_blocks(moto.client("ebs"), upload["snapshot_id"]) == nonzero_blocks(disk)
@@ -245,3 +245,17 @@ def test_ami_builds_and_uploads_the_example(
     refused = imgbuild(args, env=moto.env(), check=False, timeout=300)
     assert refused.returncode == 2 and "already exists" in refused.stderr.decode()
     assert not again.exists() or not any(again.iterdir())
+
+    # The same flags on the combined build: several outputs, the ami one uploaded.
+    both = tmp_path / "both"
+    combined: list[str | os.PathLike[str]] = [
+        "build", "--type", "qcow2", "--type", "ami", example_x86_64.reference, "--output", both,
+        "--progress", "json", "--aws-region", REGION, "--aws-ami-name", "imgbuild-example-2",
+    ]  # fmt: skip
+    imgbuild(combined, env=moto.env(), timeout=1800)
+    result = json.loads((both / "result.json").read_text())
+    assert sorted(o["target"] for o in result["outputs"]) == ["ami", "qcow2"]
+    (upload,) = result["uploads"]
+    assert _image(moto, upload["image_id"])["Name"] == "imgbuild-example-2"
+    ami_disk = both / next(o["disk"] for o in result["outputs"] if o["target"] == "ami")
+    assert snapshot_blocks(moto.client("ebs"), upload["snapshot_id"]) == nonzero_blocks(ami_disk)

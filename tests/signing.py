@@ -3,6 +3,8 @@ ostree-native images of the example OS (from a copy of its commit, never from th
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,16 @@ def _gpg(keys_home: Path, *args: str) -> run.Completed:
 def _fingerprint(home: Path, email: str) -> str:
     out = _gpg(home, "--with-colons", "--list-keys", email).out
     return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+
+
+@contextlib.contextmanager
+def signing_keys(base: Path) -> Iterator[Keys]:
+    """make_keys, and the gpg-agent gpg started for them stopped afterwards: no daemon outlives a test."""
+    keys = make_keys(base)
+    try:
+        yield keys
+    finally:
+        run.run(["gpgconf", "--kill", "all"], env={"GNUPGHOME": str(keys.home)}, check=False)
 
 
 def make_keys(base: Path) -> Keys:

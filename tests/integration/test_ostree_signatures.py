@@ -5,6 +5,7 @@ changed commit carrying the signed one's detached metadata (every digest right, 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,13 @@ import pytest
 from builder.example import ExampleImage
 from builder.ostree.gi import Gio, GLib, OSTree
 from tests.imagebuilds import imgbuild
-from tests.signing import Keys, SignedImages, make_keys, make_signed_images, one_error_line
+from tests.signing import Keys, SignedImages, make_signed_images, one_error_line, signing_keys
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return make_keys(tmp_path_factory.mktemp("keys"))
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
+    with signing_keys(tmp_path_factory.mktemp("keys")) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")

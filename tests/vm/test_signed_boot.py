@@ -5,6 +5,7 @@ commit (so the booted system's updates are verified the same way)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,13 @@ from builder.devices import loop_device, mounted
 from builder.example import SELFTEST_MARKER, ExampleImage
 from builder.ostree.gi import Gio, OSTree
 from tests.imagebuilds import ImageBuilds, imgbuild, partitions, raw_copy
-from tests.signing import Keys, SignedImages, make_keys, make_signed_images
+from tests.signing import Keys, SignedImages, make_signed_images, signing_keys
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return make_keys(tmp_path_factory.mktemp("keys"))
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
+    with signing_keys(tmp_path_factory.mktemp("keys")) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")

@@ -200,6 +200,8 @@ def stored(ctx: Context, req: Request) -> Response:
         found = objects.size(key)
     except ImgbuildError as e:
         raise WeldrError(COMPOSE_ERROR, e.message, 503) from None
+    if found is None:
+        raise WeldrError(COMPOSE_ERROR, f"the object store has no {name} for this compose and run")
     if found != size:
         raise WeldrError(COMPOSE_ERROR, f"the object store has {found} bytes of {name}, not {size}")
     output = compose_dir(ctx.config.state_dir, compose_id) / OUTPUT_NAME

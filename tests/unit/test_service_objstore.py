@@ -4,6 +4,8 @@ streams them to clients as it streams local files, and deletes them with the com
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -11,13 +13,13 @@ import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
 import pytest
 
 from builder import run
 from builder.service.weldr import IMAGE_MIME_TYPES
-from tests.aws_helpers import MotoServer, moto_server
+from tests.aws_helpers import FAKE_CREDENTIALS, MotoServer, moto_server
 from tests.unit.test_service_support import ComposerCli, blueprint, running_service, standin_builder
 from tests.workerfarm import CLIENT_TOKEN, ROOT, WORKER_TOKEN, free_port, worker_processes
 
@@ -164,6 +166,12 @@ def test_presigned_urls_are_per_compose_and_run(tmp_path: Path, aws_env: MotoSer
         query = parse_qs(url.query)  # SigV4: the signature covers the method, the path (the key), the host
         assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"] and query["X-Amz-SignedHeaders"] == ["host"]
         assert "imgbuild-test-secret" not in json.dumps(plan)
+        # moto does not check presigned signatures; S3 does: the signature, recomputed here as SigV4
+        # defines it, is the URL's for its own key and not for another compose's key
+        secret = FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+        assert _sigv4(str(plan["url"]), secret) == query["X-Amz-Signature"][0]
+        other_key = str(plan["url"]).replace(mine, theirs)
+        assert _sigv4(other_key, secret) != query["X-Amz-Signature"][0]
         # not uploaded yet: not accepted
         assert _post(api, f"/stored/{mine}", ask)[0] == 400
         run.run(
@@ -174,6 +182,26 @@ def test_presigned_urls_are_per_compose_and_run(tmp_path: Path, aws_env: MotoSer
         assert _post(api, f"/stored/{mine}", {**ask, "size": 6})[0] == 400  # the wrong size
         assert _post(api, f"/stored/{mine}", ask)[0] == 200
         assert _keys(aws_env, "scoped/") == [f"scoped/{mine}/run-1/disk.qcow2"]
+
+
+def _sigv4(url: str, secret: str, method: str = "PUT") -> str:
+    """The SigV4 query signature S3 expects for `url` (AWS's "Authenticating Requests: Using Query
+    Parameters"), from its own X-Amz-* parameters."""
+    parts = urlsplit(url)
+    params = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "X-Amz-Signature"]
+    canonical_query = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params))
+    fields = dict(params)
+    canonical = "\n".join(
+        [method, parts.path, canonical_query, f"host:{parts.netloc}\n", "host", "UNSIGNED-PAYLOAD"]
+    )
+    _, date, region, service, terminator = fields["X-Amz-Credential"].split("/")
+    scope = f"{date}/{region}/{service}/{terminator}"
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    to_sign = f"AWS4-HMAC-SHA256\n{fields['X-Amz-Date']}\n{scope}\n{digest}"
+    key = ("AWS4" + secret).encode()
+    for part in (date, region, service, terminator):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
 
 
 # A PUT to a presigned URL from a process with no AWS environment (what a worker does).

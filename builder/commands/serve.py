@@ -40,6 +40,11 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ImgbuildError(
             "--workers 0 builds nothing without remote workers", hint="add --worker-token-file and --listen"
         )
+    if args.object_store is not None and args.worker_token_file is None:
+        raise ImgbuildError(
+            "--object-store holds remote workers' images: it needs --worker-token-file",
+            hint="local builds keep their images in the state directory",
+        )
     if args.worker_token_file is not None and listen is None:
         raise ImgbuildError("--worker-token-file needs --listen: remote workers reach the service over TCP")
     database = parse_database(args.database) if args.database else None
@@ -55,6 +60,7 @@ def run_serve(args: argparse.Namespace) -> int:
         database=database,
         worker_token=read_token(args.worker_token_file) if args.worker_token_file else None,
         heartbeat_timeout=args.heartbeat_timeout,
+        object_store=args.object_store,
     )
     service = Service(config)  # checks the configuration (policy, --default-ref) before anything else
     stopping = threading.Event()
@@ -71,6 +77,8 @@ def run_serve(args: argparse.Namespace) -> int:
         log.warning("imgbuild service listening on %s (state in %s)", ", ".join(where), args.state)
         log.warning("images allowed: %s", describe(service.policy))
         log.warning("state database: %s", describe_database(database) if database else "SQLite")
+        if args.object_store:
+            log.warning("remote workers' images go to %s", args.object_store)
         stopping.wait()
         log.warning("imgbuild service stopping")
     return 0
@@ -115,6 +123,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=60.0,
         metavar="SECONDS",
         help="a remote worker silent this long loses its compose: requeued once, then failed (default 60)",
+    )
+    parser.add_argument(
+        "--object-store",
+        metavar="s3://BUCKET[/PREFIX]",
+        help="remote workers put their images in this S3-compatible bucket, through presigned URLs (the "
+        "service's AWS credentials and AWS_ENDPOINT_URL_S3 from the environment; workers get none); "
+        "local builds keep theirs in the state directory",
     )
     parser.add_argument(
         "--default-ref",

@@ -14,6 +14,7 @@ from builder.service.store import Store
 
 if TYPE_CHECKING:
     from builder.service.farm import Farm
+    from builder.service.objstore import ObjectStore
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Context:
     default_ref: str | None = None  # used when a compose request names no container
     policy: RefPolicy = field(default_factory=lambda: RefPolicy.from_args(()))  # which images may be built
     farm: Farm | None = None  # remote workers (None: the service has no worker token)
+    objects: ObjectStore | None = None  # remote workers' images go there (serve --object-store)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Response:
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
     file: Path | None = None  # sent as the body (Content-Length from its size)
+    size: int | None = None  # with `stream`: the body's length (sent as Content-Length, not chunked)
     stream: Callable[[BinaryIO], None] | None = field(default=None)  # writes a chunked body
 
 

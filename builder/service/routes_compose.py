@@ -14,9 +14,11 @@ import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from builder.errors import ImgbuildError
 from builder.service.api import Context, Handler, Request, Response, attachment, json_response
 from builder.service.bpcodec import encode_toml, media_type, weldr_view
 from builder.service.compose_request import builder_blueprint, choose_ref, parse_request
+from builder.service.objstore import Stored, read_stored
 from builder.service.queue import BLUEPRINT_NAME, LOG_NAME, OUTPUT_NAME, compose_dir
 from builder.service.store import Compose, ComposeStatus
 from builder.service.uploads import UPLOAD_ERROR, start_upload, upload_entry, upload_id
@@ -299,8 +301,16 @@ def results(ctx: Context, req: Request) -> Response:
             _add_metadata(ctx, compose, tar)
             _add_log(ctx, compose, tar)
             if compose.image is not None:
-                image = compose_dir(ctx.config.state_dir, compose.id) / OUTPUT_NAME / compose.image
-                tar.add(image, arcname=f"{compose.id}-{compose.image}", recursive=False)
+                arcname = f"{compose.id}-{compose.image}"
+                stored = _stored(ctx, compose)
+                if stored is None:
+                    image = compose_dir(ctx.config.state_dir, compose.id) / OUTPUT_NAME / compose.image
+                    tar.add(image, arcname=arcname, recursive=False)
+                else:
+                    member = tarfile.TarInfo(arcname)
+                    member.size, member.mtime, member.mode = stored.size, int(time.time()), 0o644
+                    with _open_stored(ctx, stored) as body:
+                        tar.addfile(member, body)
 
     return Response(
         content_type="application/x-tar", headers=(attachment(f"{compose.id}.tar"),), stream=write
@@ -311,12 +321,35 @@ def image(ctx: Context, req: Request) -> Response:
     compose = _compose(ctx, req.args[0])
     if compose.status is not ComposeStatus.FINISHED or compose.image is None:
         raise _wrong_state(compose)
+    content_type = IMAGE_MIME_TYPES.get(compose.compose_type, "application/octet-stream")
+    headers = (attachment(f"{compose.id}-{compose.image}"),)
+    stored = _stored(ctx, compose)
+    if stored is not None:  # streamed through: composer-cli follows no redirect over the Unix socket
+        body = _open_stored(ctx, stored)  # before the status line: a missing object is an error answer
+
+        def copy(out: BinaryIO) -> None:
+            with body:
+                shutil.copyfileobj(body, out, 1 << 20)
+
+        return Response(content_type=content_type, headers=headers, stream=copy, size=stored.size)
     path = compose_dir(ctx.config.state_dir, compose.id) / OUTPUT_NAME / compose.image
-    return Response(
-        content_type=IMAGE_MIME_TYPES.get(compose.compose_type, "application/octet-stream"),
-        headers=(attachment(f"{compose.id}-{compose.image}"),),
-        file=path,
-    )
+    return Response(content_type=content_type, headers=headers, file=path)
+
+
+def _stored(ctx: Context, compose: Compose) -> Stored | None:
+    """The compose's image in the object store (a remote worker's), or None (a local file)."""
+    stored = read_stored(compose_dir(ctx.config.state_dir, compose.id) / OUTPUT_NAME)
+    if stored is not None and ctx.objects is None:
+        raise WeldrError(BUILD_IN_WRONG_STATE, "the image is in an object store this service has no longer")
+    return stored
+
+
+def _open_stored(ctx: Context, stored: Stored) -> BinaryIO:
+    assert ctx.objects is not None
+    try:
+        return ctx.objects.open(stored.key)
+    except ImgbuildError as e:
+        raise WeldrError(BUILD_IN_WRONG_STATE, f"the image is gone: {e.message}") from None
 
 
 def cancel(ctx: Context, req: Request) -> Response:
@@ -339,6 +372,11 @@ def delete(ctx: Context, req: Request) -> Response:
                 {"id": BUILD_IN_WRONG_STATE, "msg": f"Compose {compose_id} is not in FINISHED or FAILED."}
             )
         else:
+            if ctx.objects is not None:  # every run's objects, a remote worker's abandoned ones too
+                try:
+                    ctx.objects.delete_compose(compose_id)
+                except ImgbuildError as e:
+                    errors.append({"id": COMPOSE_ERROR, "msg": f"compose {compose_id}: {e.message}"})
             shutil.rmtree(compose_dir(ctx.config.state_dir, compose_id), ignore_errors=True)
             deleted.append({"uuid": compose_id, "status": True})
     return json_response({"uuids": deleted, "errors": errors})

@@ -9,13 +9,19 @@ worker the service gave up on can neither upload into nor finish a compose anoth
     POST /heartbeat/ID               {"worker", "labels", "run"}  -> {"owned", "cancel"}
     POST /log/ID?worker=W&run=N      the next bytes of the build's log
     PUT  /output/ID/NAME?worker=W&run=N   an output file (the image, result.json), streamed
+    POST /store/ID                   {"worker", "run", "name", "size"} -> where to put it (objstore.Upload)
+    POST /stored/ID                  {"worker", "run", "name", "size", ["upload_id", "etags"]}
     POST /finish/ID                  {"worker", "run", "status", "reason", "image"}
+
+With an object store (serve --object-store) the job says so (`object_store`), and the worker puts the
+image there through presigned URLs (store, stored) instead of PUT output; result.json still comes here.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import IO, Any
 
 from builder.errors import ImgbuildError
@@ -23,6 +29,7 @@ from builder.service.api import Context, Handler, Request, Response, json_respon
 from builder.service.bpcodec import encode_toml
 from builder.service.compose_request import MAX_SIZE, builder_blueprint
 from builder.service.farm import Farm
+from builder.service.objstore import ObjectStore, Stored, read_stored, write_stored
 from builder.service.queue import LOG_NAME, OUTPUT_NAME, append_log, compose_dir, find_image
 from builder.service.store import ComposeStatus
 from builder.service.weldr import COMPOSE_ERROR, WeldrError, check_uuid
@@ -92,6 +99,7 @@ def claim(ctx: Context, req: Request) -> Response:
         "image_size": compose.image_size,
         "arch": compose.arch,
         "blueprint": encode_toml(builder_blueprint(compose.blueprint)),
+        "object_store": ctx.objects is not None,
     }
     return json_response({"job": job, "heartbeat": farm.heartbeat_interval})
 
@@ -143,6 +151,83 @@ def receive_output(
     return ok()
 
 
+def _objects(ctx: Context) -> ObjectStore:
+    if ctx.objects is None:
+        raise WeldrError(COMPOSE_ERROR, "this service has no object store: PUT the output instead", 404)
+    return ctx.objects
+
+
+def _output(body: dict[str, Any]) -> tuple[str, int]:
+    name, size = body.get("name"), body.get("size")
+    if not isinstance(name, str) or not OUTPUT_FILE.match(name) or name == "result.json":
+        raise WeldrError(COMPOSE_ERROR, "name: the image's file name")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SIZE:
+        raise WeldrError(COMPOSE_ERROR, f"size: bytes, at most {MAX_SIZE}")
+    return name, size
+
+
+def store(ctx: Context, req: Request) -> Response:
+    """Where the worker puts its image: presigned URLs for the one key of this compose, run and name."""
+    compose_id, body = check_uuid(req.args[0]), _json(req)
+    worker, run = _name(body.get("worker")), _run(body.get("run"))
+    name, size = _output(body)
+    objects = _objects(ctx)
+    _claimed(ctx, compose_id, worker, run)
+    try:
+        return json_response(objects.plan(compose_id, run, name, size).to_json())
+    except ImgbuildError as e:
+        raise WeldrError(COMPOSE_ERROR, e.message, 503) from None  # the worker retries
+
+
+def stored(ctx: Context, req: Request) -> Response:
+    """The worker has put its image: complete a multipart upload, check the object, record its key."""
+    compose_id, body = check_uuid(req.args[0]), _json(req)
+    worker, run = _name(body.get("worker")), _run(body.get("run"))
+    name, size = _output(body)
+    objects = _objects(ctx)
+    _claimed(ctx, compose_id, worker, run)
+    key = objects.key(compose_id, run, name)
+    upload_id, etags = body.get("upload_id"), body.get("etags")
+    try:
+        if upload_id is not None:
+            if (
+                not isinstance(upload_id, str)
+                or not isinstance(etags, list)
+                or not all(isinstance(e, str) for e in etags)
+            ):
+                raise WeldrError(COMPOSE_ERROR, "upload_id and etags: the multipart upload's id and ETags")
+            objects.complete(key, upload_id, etags)
+        found = objects.size(key)
+    except ImgbuildError as e:
+        raise WeldrError(COMPOSE_ERROR, e.message, 503) from None
+    if found is None:
+        raise WeldrError(COMPOSE_ERROR, f"the object store has no {name} for this compose and run")
+    if found != size:
+        raise WeldrError(COMPOSE_ERROR, f"the object store has {found} bytes of {name}, not {size}")
+    output = compose_dir(ctx.config.state_dir, compose_id) / OUTPUT_NAME
+    output.mkdir(parents=True, exist_ok=True)
+    write_stored(output, Stored(name, key, size))
+    return ok()
+
+
+def _stored_image(ctx: Context, compose_id: str) -> str | None:
+    """The image's name when the worker put it in the object store (checked again: key and size); None
+    when it sent it here."""
+    output = compose_dir(ctx.config.state_dir, compose_id) / OUTPUT_NAME
+    record = read_stored(output)
+    if record is None or ctx.objects is None:
+        return None
+    try:
+        named = Path(str(json.loads((output / "result.json").read_text())["outputs"][0]["path"])).name
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise ImgbuildError(f"the builder's result.json is missing or malformed ({e})") from None
+    if named != record.name:
+        raise ImgbuildError(f"result.json names {named!r}, the object store holds {record.name!r}")
+    if ctx.objects.size(record.key) != record.size:
+        raise ImgbuildError(f"{record.name} is not in the object store with its {record.size} bytes")
+    return record.name
+
+
 def finish(ctx: Context, req: Request) -> Response:
     compose_id = check_uuid(req.args[0])
     body = _json(req)
@@ -156,7 +241,9 @@ def finish(ctx: Context, req: Request) -> Response:
     status, image = ComposeStatus(status_text), None
     if status is ComposeStatus.FINISHED:
         try:  # the outputs it uploaded, checked as a local build's are
-            image = find_image(compose_dir(ctx.config.state_dir, compose_id) / OUTPUT_NAME)
+            image = _stored_image(ctx, compose_id) or find_image(
+                compose_dir(ctx.config.state_dir, compose_id) / OUTPUT_NAME
+            )
         except ImgbuildError as e:
             status, reason = ComposeStatus.FAILED, f"worker {worker}: {e.message}"
     reason = reason[:400] if reason else None
@@ -178,6 +265,8 @@ ROUTES: tuple[tuple[str, tuple[str, ...], int, Handler], ...] = (
     ("POST", ("claim",), 0, claim),
     ("POST", ("heartbeat",), 1, heartbeat),
     ("POST", ("log",), 1, log),
+    ("POST", ("store",), 1, store),
+    ("POST", ("stored",), 1, stored),
     ("POST", ("finish",), 1, finish),
 )
 CLIENT_ROUTES: tuple[tuple[str, tuple[str, ...], int, Handler], ...] = (("GET", ("workers",), 0, workers),)

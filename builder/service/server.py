@@ -37,6 +37,7 @@ from builder.service.api import Context, Handler, Request, Response, json_respon
 from builder.service.defaults import DEFAULT_SOCKET, DEFAULT_STATE
 from builder.service.farm import Farm
 from builder.service.migrate import migrate_passwords
+from builder.service.objstore import PART_SIZE, ObjectStore
 from builder.service.queue import ComposeQueue, QueueConfig
 from builder.service.refpolicy import RefPolicy
 from builder.service.statelock import LOCK_NAME, StateLock
@@ -87,6 +88,8 @@ class ServiceConfig:
     database: URL | None = None  # None: SQLite in the state directory
     worker_token: str | None = None  # remote workers' bearer token (the worker API is off without one)
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT  # a remote worker silent this long has lost its compose
+    object_store: str | None = None  # s3://BUCKET[/PREFIX]: remote workers' images go there (objstore)
+    object_part_size: int = PART_SIZE  # above this, a multipart upload of parts this large
     default_ref: str | None = None
     allow_refs: tuple[str, ...] = ()  # `--allow-ref` patterns (refpolicy); none: registries only
     builder_command: tuple[str, ...] = (sys.executable, "-m", "builder")
@@ -291,6 +294,14 @@ class WeldrRequestHandler(BaseHTTPRequestHandler):
                     self.wfile.flush()
                     self.connection.sendfile(image)
                 return
+        if response.stream is not None and response.size is not None:
+            self._send_headers(response, ("Content-Length", str(response.size)))
+            try:
+                response.stream(cast(BinaryIO, self.wfile))
+            except Exception:
+                log.exception("streaming %s failed", self.path)
+                self.close_connection = True  # the client sees a short body, never a wrong one
+            return
         if response.stream is not None:
             self._send_headers(response, ("Transfer-Encoding", "chunked"))
             writer = ChunkedWriter(cast(BinaryIO, self.wfile))
@@ -457,6 +468,9 @@ class Service:
         self._queue: ComposeQueue | None = None
         self._farm: Farm | None = None
         self._worker_digest = None if config.worker_token is None else token_digest(config.worker_token)
+        self._objects = (
+            None if config.object_store is None else ObjectStore(config.object_store, config.object_part_size)
+        )
 
     @property
     def store(self) -> Store:
@@ -470,6 +484,8 @@ class Service:
 
     def start(self) -> Service:
         gid = _group_id(self.config.group)
+        if self._objects is not None:
+            self._objects.check()  # before anything is created
         state = self.config.state_dir
         created = _missing_parents(state)
         if self.config.socket_path is not None:
@@ -490,7 +506,13 @@ class Service:
             if self.config.worker_token is not None:
                 self._farm = Farm(self._store, state, self.config.heartbeat_timeout)
             self.ctx = Context(
-                self._store, self._queue, self._queue_config, self.config.default_ref, self.policy, self._farm
+                self._store,
+                self._queue,
+                self._queue_config,
+                self.config.default_ref,
+                self.policy,
+                self._farm,
+                self._objects,
             )
             if self.config.socket_path is not None:
                 self._add(_bind_unix(self.config.socket_path, gid), None)

@@ -155,7 +155,8 @@ class Worker:
         if outcome.status == "FINISHED" and outcome.image is not None:
             output = directory / "output"
             image, result = output / outcome.image, output / "result.json"
-            steps += [lambda: self.api.upload(job, image), lambda: self.api.upload(job, result)]
+            put = self.api.store if job.object_store else self.api.upload
+            steps += [lambda: put(job, image), lambda: self.api.upload(job, result)]
         steps.append(lambda: self.api.finish(job, outcome.status, outcome.reason, outcome.image))
         deadline = time.monotonic() + self.config.give_up
         for step in steps:

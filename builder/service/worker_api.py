@@ -40,6 +40,7 @@ class Job:
     image_size: int
     arch: str | None
     blueprint: str  # TOML, as the builder reads it
+    object_store: bool = False  # the image goes to the service's object store (presigned URLs)
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,60 @@ class WorkerApi:
         with open(path, "rb") as f:
             self._request("PUT", target, f, headers, max(self.timeout, 600.0))
 
+    def store(self, job: Job, path: Path) -> None:
+        """The image, straight into the service's object store: the service hands out presigned URLs
+        for this compose's key (one PUT, or one per part of a multipart upload), then checks the object."""
+        size = path.stat().st_size
+        claim = {"worker": self.name, "run": job.run, "name": path.name, "size": size}
+        plan = self.call("POST", f"/store/{job.id}", claim)
+        report: dict[str, Any] = dict(claim)
+        if "url" in plan:
+            _put(str(plan["url"]), path, 0, size)
+        else:
+            part_size = int(plan["part_size"])
+            etags = [
+                _put(str(url), path, n * part_size, min(part_size, size - n * part_size))
+                for n, url in enumerate(plan["urls"])
+            ]
+            report.update(upload_id=plan["upload_id"], etags=etags)
+        self.call("POST", f"/stored/{job.id}", report, timeout=max(self.timeout, 300.0))
+
     def finish(self, job: Job, status: str, reason: str | None, image: str | None) -> None:
         body = {"worker": self.name, "run": job.run, "status": status, "reason": reason, "image": image}
         self.call("POST", f"/finish/{job.id}", body)
+
+
+def _put(url: str, path: Path, offset: int, length: int) -> str:
+    """`length` bytes of `path` from `offset` to a presigned URL, streamed; the object's (part's) ETag.
+    The URL is never logged: until it expires it lets anyone write that key."""
+    target = urllib.parse.urlsplit(url)
+    kind = http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
+    conn = kind(target.hostname or "", target.port, timeout=600.0)
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            conn.putrequest("PUT", f"{target.path}?{target.query}", skip_accept_encoding=True)
+            conn.putheader("Content-Length", str(length))
+            conn.endheaders()
+            left = length
+            while left > 0:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:
+                    raise ServerLost(f"{path.name} shrank while it was uploaded")
+                conn.send(chunk)
+                left -= len(chunk)
+        response = conn.getresponse()
+        payload = response.read()
+    except (OSError, http.client.HTTPException) as e:
+        raise ServerLost(f"the object store at {target.hostname}: {e}") from None
+    finally:
+        conn.close()
+    if response.status >= 500:
+        raise ServerLost(f"the object store at {target.hostname}: HTTP {response.status}")
+    if response.status != 200:
+        detail = " ".join(payload.decode(errors="replace").split())[:200]
+        raise Refused(f"the object store refused {path.name} (HTTP {response.status}): {detail}")
+    return str(response.getheader("ETag") or "")
 
 
 def _message(answer: Any) -> str:

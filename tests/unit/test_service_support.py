@@ -75,6 +75,8 @@ if ref == "oci:/standin/fail":
     sys.exit(1)
 name = "../../escape" if ref == "oci:/standin/escape" else f"disk.{fmt}"
 data = (fmt + ":" + ref + "\n").encode() * 1000
+if ref == "oci:/standin/big":  # 9 MB: a multipart upload to an object store with 5 MiB parts
+    data *= 400
 if ref != "oci:/standin/escape":
     with open(os.path.join(output, name), "wb") as f:
         f.write(data)
@@ -226,6 +228,8 @@ def running_service(
     worker_token: str | None = None,
     port: int = 0,
     heartbeat_timeout: float = 60.0,
+    object_store: str | None = None,
+    object_part_size: int = 64 * 1024 * 1024,
 ) -> Iterator[tuple[Service, ComposerCli]]:
     """A service on a Unix socket in a temporary directory (and 127.0.0.1 when `token` is given),
     always stopped and its socket removed. `allow_refs`: its reference policy (serve --allow-ref)."""
@@ -246,6 +250,8 @@ def running_service(
         database=DATABASE.url,
         worker_token=worker_token,
         heartbeat_timeout=heartbeat_timeout,
+        object_store=object_store,
+        object_part_size=object_part_size,
     )
     try:
         with Service(config) as service:

@@ -38,8 +38,10 @@ REFUSED = [
 
 
 def _error(stderr: bytes) -> str:
-    lines = [line for line in stderr.decode().splitlines() if not line.startswith("hint: ")]
-    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    """The one error line; a build's progress lines (fetch, import bytes) may come before it."""
+    text = stderr.decode()
+    lines = [line for line in text.splitlines() if line.startswith("imgbuild: error:")]
+    assert len(lines) == 1 and "Traceback" not in text, text
     return lines[0]
 
 

@@ -29,7 +29,8 @@ class Progress:
         self.mode = mode
         self._start = time.monotonic()
         self._line_open = False
-        self._transfer: dict[str, tuple[float, float]] = {}  # phase -> (started, last report)
+        # phase -> (started, last report, bytes already done at the start: reused layers are not read)
+        self._transfer: dict[str, tuple[float, float, int]] = {}
 
     def _elapsed(self) -> float:
         return round(time.monotonic() - self._start, 3)
@@ -93,12 +94,16 @@ class Progress:
         """Bytes done of a long phase (the import), with the rate: at most one report a second (one every
         five in plain mode), and always the last one."""
         now = time.monotonic()
-        started, last = self._transfer.setdefault(phase, (now, 0.0))
+        if phase not in self._transfer:
+            self._transfer[phase] = (now, now, done)  # the first call starts the clock
+            if done < total:
+                return
+        started, last, initial = self._transfer[phase]
         interval = 5.0 if self.mode is ProgressMode.PLAIN else 1.0
         if done < total and now - last < interval:
             return
-        self._transfer[phase] = (started, now)
-        rate = done / max(now - started, 1e-3)
+        self._transfer[phase] = (started, now, initial)
+        rate = (done - initial) / max(now - started, 1e-3)
         if self.mode is ProgressMode.JSON:
             self._emit("bytes", phase=phase, done=done, total=total, rate=round(rate))
             return

@@ -159,7 +159,8 @@ def test_sigint_mid_layer(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "builder", "import", f"oci:{tmp_path / 'oci'}:big", "--repo", str(repo)]
     with run.spawn(argv, cwd=ROOT, env={"IMGBUILD_CACHE": str(cache)}, check=False) as proc:
         deadline = time.monotonic() + 60
-        while not list((repo / "tmp").glob("staging-*")) and time.monotonic() < deadline:
+        # libostree stages its writes in tmp/staging-*, imgbuild's own object writer in tmp/imgbuild-staging-*
+        while not list((repo / "tmp").glob("*staging-*")) and time.monotonic() < deadline:
             assert proc.poll() is None, "the import ended before it could be interrupted"
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)

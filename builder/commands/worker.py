@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "worker",
         help="build a service's composes on this machine (its worker API)",
         description="Take composes from `imgbuild serve --worker-token-file` over HTTP, build them with the "
-        "same builder as `imgbuild image`, stream their logs and upload their images.",
+        "same builder as `imgbuild build`, stream their logs and upload their images.",
     )
     parser.add_argument("--server", required=True, metavar="URL", help="the service, http://HOST:PORT")
     parser.add_argument(

@@ -32,6 +32,7 @@ from builder.service.weldr import (
     UNKNOWN_UUID,
     WeldrError,
     check_uuid,
+    json_object,
 )
 
 DEFAULT_LOG_KIB = 1024
@@ -41,13 +42,7 @@ ENDED = (ComposeStatus.FINISHED, ComposeStatus.FAILED)
 def _request_body(req: Request) -> dict[str, Any]:
     if media_type(req.content_type) != "application/json":
         raise WeldrError(MISSING_POST, "blueprint must be json")
-    try:
-        body = json.loads(req.body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise WeldrError(COMPOSE_ERROR, f"malformed compose request: {e}") from None
-    if not isinstance(body, dict):
-        raise WeldrError(COMPOSE_ERROR, "malformed compose request: not a JSON object")
-    return body
+    return json_object(req.body, "compose request")
 
 
 def start(ctx: Context, req: Request) -> Response:

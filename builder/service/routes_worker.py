@@ -32,7 +32,7 @@ from builder.service.farm import Farm
 from builder.service.objstore import ObjectStore, Stored, read_stored, write_stored
 from builder.service.queue import LOG_NAME, OUTPUT_NAME, append_log, compose_dir, find_image
 from builder.service.store import ComposeStatus
-from builder.service.weldr import COMPOSE_ERROR, WeldrError, check_uuid
+from builder.service.weldr import COMPOSE_ERROR, WeldrError, check_uuid, json_object
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,99}$")
 OUTPUT_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
@@ -48,13 +48,7 @@ def _farm(ctx: Context) -> Farm:
 
 
 def _json(req: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(req.body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise WeldrError(COMPOSE_ERROR, f"malformed request: {e}") from None
-    if not isinstance(body, dict):
-        raise WeldrError(COMPOSE_ERROR, "malformed request: not a JSON object")
-    return body
+    return json_object(req.body, "request")
 
 
 def _name(value: object) -> str:

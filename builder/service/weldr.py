@@ -6,9 +6,11 @@ composer (osbuild-composer's internal/weldr) answers.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from targets import all_targets
 
@@ -136,3 +138,14 @@ def page_bounds(query: dict[str, list[str]], default_limit: int = 20) -> tuple[i
         return int(text)
 
     return one("offset", 0), one("limit", default_limit)
+
+
+def json_object(body: bytes, what: str) -> dict[str, Any]:
+    """A request body that must be a JSON object; anything else is a Weldr error naming `what`."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise WeldrError(COMPOSE_ERROR, f"malformed {what}: {e}") from None
+    if not isinstance(data, dict):
+        raise WeldrError(COMPOSE_ERROR, f"malformed {what}: not a JSON object")
+    return data

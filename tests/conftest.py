@@ -17,6 +17,7 @@ from tests.imagebuilds import ImageBuilds
 if TYPE_CHECKING:
     from builder.example import ExampleImage
     from tests.pgcluster import Cluster
+    from tests.signing import Keys, SignedImages
 
 # Sample images written by ostree-ext's own test suite (origin and licence: tests/data/ostree-ext/README.md).
 FIXTURES = Path(__file__).resolve().parent / "data" / "ostree-ext"
@@ -103,3 +104,22 @@ def builder_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     work.mkdir()
     monkeypatch.setenv("TMPDIR", str(work))
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
+    """Two GPG signing keys (tests/signing.py), made for each module that signs; gpg-agent stopped after."""
+    from tests.signing import signing_keys
+
+    with signing_keys(tmp_path_factory.mktemp("keys")) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def signed(
+    example_x86_64: ExampleImage, keys: Keys, tmp_path_factory: pytest.TempPathFactory
+) -> SignedImages:
+    """The example's commit signed by `keys.good`, encapsulated, and a tampered variant."""
+    from tests.signing import make_signed_images
+
+    return make_signed_images(example_x86_64, keys, tmp_path_factory.mktemp("signed"))

@@ -5,7 +5,6 @@ changed commit carrying the signed one's detached metadata (every digest right, 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,20 +12,7 @@ import pytest
 from builder.example import ExampleImage
 from builder.ostree.gi import Gio, GLib, OSTree
 from tests.imagebuilds import imgbuild
-from tests.signing import Keys, SignedImages, make_signed_images, one_error_line, signing_keys
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
-    with signing_keys(tmp_path_factory.mktemp("keys")) as made:
-        yield made
-
-
-@pytest.fixture(scope="module")
-def signed(
-    example_x86_64: ExampleImage, keys: Keys, tmp_path_factory: pytest.TempPathFactory
-) -> SignedImages:
-    return make_signed_images(example_x86_64, keys, tmp_path_factory.mktemp("signed"))
+from tests.signing import Keys, SignedImages, one_error_line
 
 
 def _remote_ref(archive: Path) -> str:

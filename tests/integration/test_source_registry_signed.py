@@ -16,7 +16,7 @@ from builder.source.reference import parse_reference
 from builder.source.skopeo import PolicyRefused
 from tests.imagebuilds import imgbuild
 from tests.integration.test_source_registry import Registry, _start, push
-from tests.signing import Keys, one_error_line, signing_keys
+from tests.signing import Keys, one_error_line
 
 
 @pytest.fixture
@@ -27,12 +27,6 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
         yield started
     finally:
         started.stop()
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
-    with signing_keys(tmp_path_factory.mktemp("keys")) as made:
-        yield made
 
 
 def _registries_d(base: Path) -> Path:

@@ -5,30 +5,14 @@ commit (so the booted system's updates are verified the same way)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from builder import run
 from builder.devices import loop_device, mounted
-from builder.example import SELFTEST_MARKER, ExampleImage
+from builder.example import SELFTEST_MARKER
 from builder.ostree.gi import Gio, OSTree
 from tests.imagebuilds import ImageBuilds, imgbuild, partitions, raw_copy
-from tests.signing import Keys, SignedImages, make_signed_images, signing_keys
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
-    with signing_keys(tmp_path_factory.mktemp("keys")) as made:
-        yield made
-
-
-@pytest.fixture(scope="module")
-def signed(
-    example_x86_64: ExampleImage, keys: Keys, tmp_path_factory: pytest.TempPathFactory
-) -> SignedImages:
-    return make_signed_images(example_x86_64, keys, tmp_path_factory.mktemp("signed"))
+from tests.signing import Keys, SignedImages
 
 
 def _verify_with_installed_remote(conf: str, key: Path, signed: SignedImages, work: Path) -> str:

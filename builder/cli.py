@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Sequence
 
 from builder import __version__
+from builder.commands.options import Parser
 from builder.errors import ImgbuildError
 
 # The commands, in the order `imgbuild --help` lists them. One line per module under builder/commands/.
@@ -40,7 +41,7 @@ log = logging.getLogger("imgbuild")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="imgbuild",
         description="Build bootable disk images from ostree-native and bootc container images.",
     )

@@ -18,6 +18,7 @@ from builder.facts import ImageFacts, gather
 from builder.manifest import Manifest, Stage
 from builder.ostree.importer import import_image
 from builder.progress import Progress
+from builder.source.access import RegistryAccess
 from builder.source.fetch import fetch_image
 from builder.source.inspect import require_bootable
 from builder.source.reference import Reference
@@ -38,12 +39,21 @@ def prepare(
     cache: Path,
     trust: Trust | None = None,
     progress: Progress | None = None,
+    registry: RegistryAccess | None = None,
 ) -> Prepared:
     """Fetch and import `ref` as builder.commands.trust_args resolved it (its signed form when an ostree
     remote verifies it); `progress`, if given, hears the phases' times and the import's bytes."""
     trust = trust or Trust()
     t0 = time.monotonic()
-    image = fetch_image(ref, arch=arch, cache=cache / "oci", policy=trust.policy)
+    registry = registry or RegistryAccess()
+    image = fetch_image(
+        ref,
+        arch=arch,
+        cache=cache / "oci",
+        policy=trust.policy,
+        authfile=registry.authfile,
+        tls_verify=registry.tls_verify,
+    )
     if progress is not None:
         progress.phase_finished("fetch", time.monotonic() - t0)
     if arch is not None and image.architecture is not arch:

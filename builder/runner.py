@@ -26,6 +26,7 @@ from builder.errors import ImgbuildError, StageFailed
 from builder.manifest import Manifest, Stage
 from builder.manifest_check import check as check_declarations
 from builder.progress import Progress
+from builder.source.access import RegistryAccess
 from builder.stages import registry
 from builder.stages.context import BuildContext
 from builder.stages.records import StageRecords
@@ -101,7 +102,13 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def build(
-    manifest: Manifest, *, output_dir: Path, cache: Path, progress: Progress, preflight: bool = True
+    manifest: Manifest,
+    *,
+    output_dir: Path,
+    cache: Path,
+    progress: Progress,
+    preflight: bool = True,
+    registry: RegistryAccess | None = None,
 ) -> BuildResult:
     """Run `manifest`. `preflight=False` when the caller has just planned it and made the same checks
     (`imgbuild FORMAT REF`: the blueprint was checked against this image a moment ago)."""
@@ -129,6 +136,7 @@ def build(
             source_reference=manifest.source.reference,
             source_digest=manifest.source.digest,
             arch=manifest.source.arch,
+            registry=registry or RegistryAccess(),
         )
         try:
             checks = _Preflight(stages if preflight else [])

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from builder.arch import Arch
 from builder.blueprint import dump_toml, load_blueprint
+from builder.commands import options
 from builder.customize import describe
 from builder.customize.image_view import check_against_image
-from builder.paths import cache_dir
 from builder.prepare import prepare
 from builder.source.reference import parse_reference
 
@@ -25,7 +25,12 @@ def check(args: argparse.Namespace) -> int:
     bp = load_blueprint(args.file, args.format)
     name = bp.name or "(unnamed)"
     if args.image is not None:
-        prepared = prepare(parse_reference(args.image), arch=args.arch, cache=cache_dir())
+        prepared = prepare(
+            parse_reference(args.image),
+            arch=args.arch,
+            cache=options.cache_root(args),
+            registry=options.registry(args),
+        )
         record = prepared.import_record
         check_against_image(bp, Path(record["repo"]), record["commit"])
     against = f" for {args.image}" if args.image is not None else ""
@@ -39,7 +44,7 @@ def check(args: argparse.Namespace) -> int:
 
 def show(args: argparse.Namespace) -> int:
     bp = load_blueprint(args.file, args.format)
-    if args.output == "json":
+    if args.output_format == "json":
         print(json.dumps(bp.to_dict(), indent=2, sort_keys=True))
     else:
         print(dump_toml(bp), end="")
@@ -57,13 +62,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action = actions.add_parser(name, help=text, description=text)
         action.add_argument("file", metavar="FILE", help="the blueprint (.toml, .json, .yaml; - for stdin)")
         action.add_argument(
-            "--format", choices=FORMAT_CHOICES, help="the blueprint's format (default: from FILE)"
+            "--format",
+            type=options.choice("blueprint format", FORMAT_CHOICES),
+            metavar=options.metavar(FORMAT_CHOICES),
+            help="the blueprint's format (default: from FILE's name)",
         )
         if name == "check":
             action.add_argument(
                 "--image", metavar="REF", help="also check it against this container image, as plan does"
             )
-            action.add_argument("--arch", type=Arch.parse, help="the image's architecture (with --image)")
+            action.add_argument(
+                "--arch",
+                "--target-arch",
+                type=Arch.parse,
+                metavar="ARCH",
+                help="the image's architecture (with --image)",
+            )
+            options.registry_arguments(action)
         if name == "show":
-            action.add_argument("--output", choices=("toml", "json"), default="toml", help="output format")
+            action.add_argument(
+                "--output-format",
+                type=options.choice("output format", ("toml", "json")),
+                metavar="{toml,json}",
+                default="toml",
+                help="print it as TOML (default) or JSON",
+            )
         action.set_defaults(func=func)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from builder.arch import Arch
+from builder.commands import options
 from builder.vm import Firmware, boot, image_format
 
 DEFAULT_MARKER = "IMGBUILD-SELFTEST-OK"
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("image", metavar="IMAGE", type=Path)
     parser.add_argument(
         "--firmware",
-        choices=[f.value for f in Firmware],
+        type=options.choice("firmware", [f.value for f in Firmware]),
+        metavar=options.metavar(Firmware),
         default=None,
         help="bios (SeaBIOS) or uefi (OVMF/AAVMF); default: bios on x86_64, uefi on aarch64",
     )

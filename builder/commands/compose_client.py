@@ -10,6 +10,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from builder.commands import options
 from builder.errors import ImgbuildError
 from builder.service.client import API, ComposeFailed, WeldrClient, client_actions, client_from_args
 
@@ -31,13 +32,23 @@ def _outcome(info: dict[str, Any]) -> int:
     return 0
 
 
+def _size(text: str) -> int:
+    """--size in the one size syntax; composer-cli's habit (a bare number of MiB) gets its translation."""
+    if text.strip().isdigit():
+        raise ImgbuildError(
+            f"--size {text} has no unit",
+            hint=f"composer-cli's --size counts MiB: write --size {text.strip()}M (or e.g. 10G)",
+        )
+    return options.size(text)
+
+
 def start(args: argparse.Namespace) -> int:
     client = client_from_args(args)
     request = {
         "blueprint_name": args.blueprint,
         "compose_type": args.type,
         "branch": "",
-        "size": args.size * 1024 * 1024,
+        "size": args.size,  # bytes on the wire, as composer-cli sends its --size MiB
     }
     if args.ref is not None:  # else the blueprint's container_ref or the service's --default-ref
         request["container_ref"] = args.ref
@@ -134,7 +145,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "service's --default-ref)",
     )
     child.add_argument(
-        "--size", type=int, default=0, metavar="MiB", help="image size in MiB (0: the default)"
+        "--size",
+        type=_size,
+        default=0,
+        metavar="SIZE",
+        help="disk size, e.g. 10G, 4096M (default: fits the content); composer-cli's bare MiB are refused",
     )
     child.add_argument(
         "--arch", help="build for this architecture (x86_64, aarch64): on a worker labelled arch:ARCH"

@@ -1,12 +1,15 @@
 """`imgbuild plan`, `imgbuild build`, and `imgbuild TARGET REF` (plan, then build), one command per target.
 
 `imgbuild build MANIFEST` runs a manifest; `imgbuild build --type qcow2 --type vmdk REF` plans every output
-type for the container image REF and builds them in one run. The two are told apart by --type alone.
+type for the container image REF and builds them in one run. --type says which: without it the argument
+must be a manifest file, with it a container reference; each mistake is named (a reference without --type,
+a manifest file with --type) rather than guessed around.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -14,28 +17,22 @@ import targets
 from builder import manifest as manifest_mod
 from builder import run
 from builder.arch import Arch
-from builder.blueprint import Blueprint, load_blueprint, parse_size
-from builder.commands import trust_args
+from builder.blueprint import Blueprint, load_blueprint
+from builder.commands import options, trust_args
 from builder.customize.image_view import check_against_image
 from builder.errors import ImgbuildError, NeedsRoot
-from builder.paths import cache_dir
+from builder.origin import deployment_origin
 from builder.plan import PlanOptions, Rootfs, plan
 from builder.prepare import prepare, remember_import
 from builder.progress import Progress, ProgressMode
-from builder.runner import build
+from builder.runner import BuildResult, build
+from builder.source.reference import EXAMPLE, Transport, parse_reference
 from builder.upload import settings as aws_settings
 from targets.platforms import Platform, parse_platform
 
 # The planning options, with the defaults applied when they are not given (None: not given, so that
 # `imgbuild build MANIFEST` can refuse them).
-_PLAN_OPTIONS = ("blueprint", "arch", "rootfs", "size", "seed", "compress", "platform")
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(int(text) if text.isdigit() else text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
+_PLAN_OPTIONS = ("blueprint", "arch", "rootfs", "size", "seed", "compress", "platform", "target_imgref")
 
 
 def _type(text: str) -> str:
@@ -45,12 +42,28 @@ def _type(text: str) -> str:
 
 def _plan_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--blueprint", metavar="FILE", help="Image Builder blueprint (TOML, JSON, YAML; - for stdin)"
+        "--blueprint",
+        "--config",
+        metavar="FILE",
+        help="Image Builder blueprint (TOML, JSON, YAML; - for stdin); --config: bootc-image-builder's name",
     )
-    parser.add_argument("--arch", type=Arch.parse, help="x86_64 or aarch64 (default: the image's)")
-    parser.add_argument("--rootfs", type=Rootfs, choices=list(Rootfs), help="ext4 (default), xfs or btrfs")
     parser.add_argument(
-        "--size", type=_size, help="disk size, e.g. 10GiB (default: fits the content; grown if too small)"
+        "--arch",
+        "--target-arch",
+        type=Arch.parse,
+        metavar="ARCH",
+        help="x86_64 (amd64) or aarch64 (arm64); default: the image's (--target-arch: bootc-image-builder's)",
+    )
+    parser.add_argument(
+        "--rootfs",
+        type=options.enum_choice("root filesystem", Rootfs),
+        metavar=options.metavar(Rootfs),
+        help="the root filesystem (default ext4)",
+    )
+    parser.add_argument(
+        "--size",
+        type=options.size,
+        help="disk size, e.g. 10G, 10GiB, 512M (default: fits the content; grown if too small)",
     )
     parser.add_argument("--seed", help="seed for UUIDs (default: derived from the inputs)")
     parser.add_argument("--compress", action="store_true", default=None, help="compress qcow2 output")
@@ -60,7 +73,27 @@ def _plan_options(parser: argparse.ArgumentParser) -> None:
         metavar="PLATFORM",
         help=f"where the image runs ({', '.join(p.value for p in Platform)}); default: each target's own",
     )
+    parser.add_argument(
+        "--target-imgref",
+        metavar="REF",
+        help="what the booted system updates from (its deployment's origin); default: REF itself, "
+        "which for oci:, oci-archive:, docker-archive: and containers-storage: is this machine's copy",
+    )
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="read REF from containers-storage (where podman build leaves it), as bootc-image-builder "
+        "--local does; the booted system updates from REF in its registry",
+    )
+    parser.add_argument(
+        "--use-librepo",
+        action=options.Refused,
+        help=argparse.SUPPRESS,
+        reason="--use-librepo chooses how bootc-image-builder downloads packages; imgbuild installs none",
+        hint="leave out --use-librepo: the image is deployed as it is",
+    )
     trust_args.add_arguments(parser, install=True)
+    options.registry_arguments(parser)
 
 
 def _plan_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,13 +115,45 @@ def _types_option(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def progress_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        type=options.enum_choice("progress mode", ProgressMode),
+        metavar=options.metavar(ProgressMode),
+        default=ProgressMode.AUTO,
+        help="auto: a bar on a terminal, else plain lines; json: one event per line on stdout",
+    )
+
+
 def _build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--output", type=Path, default=Path("output"), metavar="DIR", help="default: ./output"
+        "--output",
+        type=Path,
+        default=Path("output"),
+        metavar="DIR",
+        help="the directory the outputs, manifest.json and result.json are written into (default: ./output)",
     )
     parser.add_argument(
-        "--progress", type=ProgressMode, choices=list(ProgressMode), default=ProgressMode.AUTO
+        "--chown",
+        type=options.owner,
+        metavar="UID:GID",
+        help="give every file and directory the build writes under --output to this user and group",
     )
+    progress_argument(parser)
+
+
+def _source(reference: str, args: argparse.Namespace) -> tuple[str, str | None]:
+    """The reference to read and the --target-imgref, with bootc-image-builder's --local applied."""
+    target: str | None = args.target_imgref
+    if not getattr(args, "local", False):
+        return reference, target
+    ref = parse_reference(reference)
+    if ref.transport is not Transport.REGISTRY:
+        raise ImgbuildError(
+            f"--local reads a registry name from containers-storage, and {reference} names a transport",
+            hint=f"leave out --local, or write the image's registry name ({EXAMPLE})",
+        )
+    return f"containers-storage:{ref}", target or str(ref)
 
 
 def _make_manifest(types: list[str], reference: str, args: argparse.Namespace) -> manifest_mod.Manifest:
@@ -99,22 +164,31 @@ def _make_manifest(types: list[str], reference: str, args: argparse.Namespace) -
             f"the command line {reference!r}",
             hint="name the same image in both, or remove container_ref from the blueprint",
         )
-    cache = cache_dir()
+    reference, target_imgref = _source(reference, args)
+    cache = options.cache_root(args)
     ref, trust = trust_args.resolve(argparse.Namespace(**{**vars(args), "reference": reference}))
+    origin = deployment_origin(ref, target_imgref)  # a bad --target-imgref is refused before any fetch
+    if origin.warning is not None:
+        print(f"imgbuild: warning: {origin.warning}", file=sys.stderr)
     # Commands that build have --progress: the import (here, before planning) reports through it too.
     mode = getattr(args, "progress", None)
     progress = Progress(mode) if mode is not None else None
-    prepared = prepare(ref, arch=args.arch, cache=cache, trust=trust, progress=progress)
+    prepared = prepare(
+        ref, arch=args.arch, cache=cache, trust=trust, progress=progress, registry=options.registry(args)
+    )
+    prepared = dataclasses.replace(
+        prepared, facts=dataclasses.replace(prepared.facts, origin=origin.reference)
+    )
     # What the build's ostree.customize would refuse is refused now, before any disk is partitioned.
     check_against_image(blueprint, Path(prepared.import_record["repo"]), prepared.import_record["commit"])
-    options = PlanOptions(
+    plan_options = PlanOptions(
         rootfs=args.rootfs or Rootfs.EXT4,
         size=args.size,
         seed=args.seed,
         compression=bool(args.compress),
         platform=args.platform,
     )
-    manifest = plan(prepared.facts, blueprint, types, options)
+    manifest = plan(prepared.facts, blueprint, types, plan_options)
     remember_import(manifest, prepared, cache)
     return manifest
 
@@ -132,14 +206,31 @@ def _build(manifest: manifest_mod.Manifest, args: argparse.Namespace, *, planned
     result = build(
         manifest,
         output_dir=args.output,
-        cache=cache_dir(),
+        cache=options.cache_root(args),
         progress=Progress(args.progress),
         preflight=not planned_here,  # _make_manifest made the same checks a moment ago
+        registry=options.registry(args),
     )
+    give_outputs(args, result)
     if args.progress is not ProgressMode.JSON:
         for output in result.outputs:
             print(args.output / output["path"])
     return 0
+
+
+def give_outputs(args: argparse.Namespace, result: BuildResult) -> None:
+    """--chown: what the build wrote under --output, once nothing more is written there."""
+    if args.chown is not None:
+        written = [str(o["path"]) for o in result.outputs] + [
+            path.name for path in (result.result_file, result.manifest_file)
+        ]
+        options.chown_written(args.output, written, args.chown)
+
+
+def _before_fetching(args: argparse.Namespace) -> None:
+    """What is checked before any image is fetched: root, and a usable --output."""
+    _require_root()
+    options.check_output_dir(args.output)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -174,9 +265,47 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manifest_file(source: str) -> Path:
+    """`imgbuild build MANIFEST`'s file; a container reference given without --type is named as such."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    try:
+        parse_reference(source)
+    except ImgbuildError:
+        if path.exists():
+            raise ImgbuildError(
+                f"{source} is not a manifest file", hint="imgbuild plan -o FILE writes one"
+            ) from None
+        raise ImgbuildError(
+            f"no manifest file {source}",
+            hint="imgbuild build MANIFEST runs a file imgbuild plan wrote; "
+            "imgbuild build --type qcow2 REF builds an image",
+        ) from None
+    raise ImgbuildError(
+        f"{source} is a container reference: say which outputs to build with --type",
+        hint=f"imgbuild build --type qcow2 {source} (or imgbuild qcow2 {source})",
+    )
+
+
+def _refuse_manifest_as_reference(source: str) -> None:
+    """With --type the argument is a container reference; a manifest file there is a mix-up, named."""
+    path = Path(source)
+    if path.is_file() and path.suffix in (".json", ".yaml", ".yml"):
+        try:
+            manifest_mod.load(path)
+        except ImgbuildError:
+            return  # not a manifest: parse_reference will say what it is
+        raise ImgbuildError(
+            f"{source} is a manifest: --type plans a container image, and a manifest is already planned",
+            hint=f"imgbuild build {source} (without --type)",
+        )
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     if args.types:
-        _require_root()
+        _refuse_manifest_as_reference(args.source)
+        _before_fetching(args)
         if aws_settings.requested(args):
             from builder.commands.upload import build_and_upload  # it builds on this module
 
@@ -187,17 +316,21 @@ def cmd_build(args: argparse.Namespace) -> int:
             "the --aws-* options upload what `imgbuild build --type ami REF` builds",
             hint="for a disk built earlier: imgbuild upload aws DISK --aws-region R --aws-ami-name NAME",
         )
-    given = [f"--{name}" for name in _PLAN_OPTIONS if getattr(args, name) is not None]
+    given = [f"--{name.replace('_', '-')}" for name in _PLAN_OPTIONS if getattr(args, name) is not None]
+    if args.local:
+        given.append("--local")
     if given:
         raise ImgbuildError(
             f"{', '.join(given)} plan an image: they need --type (a manifest is already planned)",
             hint="imgbuild build --type qcow2 REF ..., or imgbuild build MANIFEST",
         )
-    return _build(manifest_mod.load(Path(args.source)), args)
+    manifest = manifest_mod.load(_manifest_file(args.source))
+    _before_fetching(args)
+    return _build(manifest, args)
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    _require_root()
+    _before_fetching(args)
     return _build(_make_manifest([args.command], args.reference, args), args, planned_here=True)
 
 
@@ -211,7 +344,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "-o", type=Path, metavar="FILE", help="write the manifest here (.json or .yaml; default stdout)"
     )
-    p.add_argument("--output-format", choices=["yaml", "json"], default="yaml")
+    p.add_argument(
+        "--output-format",
+        type=options.choice("manifest format", ("yaml", "json")),
+        metavar="{yaml,json}",
+        default="yaml",
+        help="the manifest's format (default: yaml, or json when -o ends in .json)",
+    )
     p.set_defaults(func=cmd_plan)
 
     b = sub.add_parser(
@@ -219,7 +358,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="build the images a manifest describes, or several output types of a container image (--type)",
     )
     b.add_argument(
-        "source", metavar="MANIFEST|REF", help="a manifest; with --type, a container reference instead"
+        "source",
+        metavar="MANIFEST|REF",
+        help="a manifest file (written by imgbuild plan); with --type, a container reference instead",
     )
     _types_option(b, "plan them all for REF and build them in one run, sharing deployments")
     _plan_options(b)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from builder.arch import Arch
-from builder.commands import trust_args
+from builder.commands import options, trust_args
 from builder.ostree.importer import import_image
 from builder.source.fetch import fetch_image
 
@@ -27,12 +27,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--repo", type=Path, required=True, metavar="DIR", help="the ostree repository")
     parser.add_argument("--arch", type=Arch.parse, help="x86_64 or aarch64 (default: the host's)")
     trust_args.add_arguments(parser)
+    options.registry_arguments(parser)
     parser.set_defaults(func=run_import)
 
 
 def run_import(args: argparse.Namespace) -> int:
     ref, trust = trust_args.resolve(args)
-    image = fetch_image(ref, arch=args.arch, policy=trust.policy)
+    registry = options.registry(args)
+    image = fetch_image(
+        ref,
+        arch=args.arch,
+        cache=options.cache_root(args) / "oci",
+        authfile=registry.authfile,
+        tls_verify=registry.tls_verify,
+        policy=trust.policy,
+    )
     result = import_image(image, args.repo, imgref=ref.skopeo, remote=trust.remote, shown=ref.origin)
     if result.signature is not None:
         print(f"verified: {result.signature.describe()}", file=sys.stderr)

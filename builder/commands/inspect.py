@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from builder.arch import Arch
-from builder.commands import trust_args
+from builder.commands import options, trust_args
 from builder.ostree.signature import verify_image_commit
 from builder.source.fetch import fetch_image
 from builder.source.inspect import describe
@@ -27,15 +26,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--arch", type=Arch.parse, default=None, help="x86_64 or aarch64 (default: the host's)"
     )
-    parser.add_argument("--authfile", type=Path, default=None, help="containers auth.json for the registry")
-    parser.add_argument(
-        "--tls-verify",
-        default="true",
-        choices=("true", "false"),
-        help="verify the registry's TLS certificate (false for a plain-HTTP registry on loopback)",
-    )
-    parser.add_argument("--cache", type=Path, default=None, help="the OCI blob cache (default: ~/.cache/...)")
     trust_args.add_arguments(parser)
+    options.registry_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -73,12 +65,13 @@ def format_text(summary: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     ref, trust = trust_args.resolve(args)
+    registry = options.registry(args)
     image = fetch_image(
         ref,
         arch=args.arch,
-        cache=args.cache,
-        authfile=args.authfile,
-        tls_verify=args.tls_verify == "true",
+        cache=options.cache_root(args) / "oci",
+        authfile=registry.authfile,
+        tls_verify=registry.tls_verify,
         policy=trust.policy,
     )
     summary = describe(image)

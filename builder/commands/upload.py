@@ -8,9 +8,16 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder.commands.image import _build_arguments, _make_manifest, _plan_arguments, _require_root
+from builder.commands import options
+from builder.commands.image import (
+    _before_fetching,
+    _build_arguments,
+    _make_manifest,
+    _plan_arguments,
+    give_outputs,
+    progress_argument,
+)
 from builder.errors import ImgbuildError, UploadError
-from builder.paths import cache_dir
 from builder.progress import Progress, ProgressMode
 from builder.runner import build
 from builder.upload import settings as aws_settings
@@ -67,7 +74,7 @@ def build_and_upload(types: list[str], reference: str, args: argparse.Namespace)
     `imgbuild build --type ami ... --aws-region R --aws-ami-name NAME REF` both come here."""
     from builder.upload.aws import check, upload_disk
 
-    _require_root()
+    _before_fetching(args)
     if "ami" not in types:
         raise ImgbuildError(
             "the --aws-* options upload the ami output, and no --type ami was asked for",
@@ -82,7 +89,14 @@ def build_and_upload(types: list[str], reference: str, args: argparse.Namespace)
     progress = Progress(args.progress)
     clients, checked = check(settings, progress)  # before anything is fetched or built
     manifest = _make_manifest(types, reference, args)
-    built = build(manifest, output_dir=args.output, cache=cache_dir(), progress=progress, preflight=False)
+    built = build(
+        manifest,
+        output_dir=args.output,
+        cache=options.cache_root(args),
+        progress=progress,
+        preflight=False,
+        registry=options.registry(args),
+    )
     disks = [o for o in built.outputs if o.get("target") == "ami"]
     if len(disks) != 1:
         raise UploadError(f"the build wrote {len(disks)} ami disks, expected one")
@@ -92,6 +106,7 @@ def build_and_upload(types: list[str], reference: str, args: argparse.Namespace)
     disk = args.output / disks[0]["disk"]
     result = upload_disk(disk, settings, progress, clients=clients, checked=checked)
     _report(result, progress, built.result_file)
+    give_outputs(args, built)  # after _report: it rewrote result.json
     return 0
 
 
@@ -105,7 +120,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     clouds.required = True
     aws = clouds.add_parser("aws", help="upload a disk as an EBS snapshot and register an AMI")
     aws.add_argument("disk", type=Path, metavar="DISK", help="a raw (or qcow2) disk built by imgbuild")
-    aws.add_argument("--progress", type=ProgressMode, choices=list(ProgressMode), default=ProgressMode.AUTO)
+    progress_argument(aws)
     aws_settings.add_arguments(aws)
     aws.set_defaults(func=cmd_upload_aws)
 

@@ -62,7 +62,7 @@ class QueueConfig:
 
 def builder_argv(config: QueueConfig, compose: Compose) -> list[str]:
     directory = compose_dir(config.state_dir, compose.id)
-    size = ["--size", str(compose.image_size)] if compose.image_size > 0 else []
+    size = ["--size", f"{compose.image_size}B"] if compose.image_size > 0 else []
     size += ["--arch", compose.arch] if compose.arch else []
     upload = builder_arguments(compose.upload) if compose.upload is not None else []
     return [

@@ -99,7 +99,7 @@ class Worker:
             shutil.rmtree(directory, ignore_errors=True)
 
     def _argv(self, job: Job, directory: Path) -> list[str]:
-        size = ["--size", str(job.image_size)] if job.image_size > 0 else []
+        size = ["--size", f"{job.image_size}B"] if job.image_size > 0 else []
         arch = ["--arch", job.arch] if job.arch else []
         return [
             "setpriv",

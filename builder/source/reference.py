@@ -14,6 +14,7 @@ The signed forms, as ostree-ext spells them (`OstreeImageReference`, `SignatureS
 
 from __future__ import annotations
 
+import difflib
 import enum
 import re
 from dataclasses import dataclass, replace
@@ -243,4 +244,35 @@ def _parse_unsigned(text: str, raw: str) -> Reference:
         return Reference(Transport.CONTAINERS_STORAGE, rest)
     if sep and scheme == "docker":
         raise _bad(text, "the docker transport is written docker://HOST/NAME")
-    return _parse_registry(text, raw)
+    try:
+        return _parse_registry(text, raw)
+    except BadReference as e:
+        raise _local_mistake(text, raw) or e from None
+
+
+_TRANSPORTS = (*(t.value for t in Transport if t is not Transport.REGISTRY), "docker", *_UNSUPPORTED)
+
+
+def _local_mistake(text: str, raw: str) -> BadReference | None:
+    """What a reference that is not a registry's most likely meant: a transport with a typo
+    (`oci-archve:FILE`) or a local file or directory written without its transport (`./os.tar`)."""
+    scheme, sep, rest = raw.partition(":")
+    close = difflib.get_close_matches(scheme.lower(), _TRANSPORTS, n=1, cutoff=0.7) if sep else []
+    if close:
+        return _bad(text, f"unknown transport {scheme + ':'!r}", hint=f"did you mean {close[0]}:{rest}?")
+    path = Path(raw).expanduser()
+    if path.is_dir():
+        if (path / "index.json").is_file():
+            return _bad(text, "a directory needs its transport", hint=f"did you mean oci:{raw}?")
+        return _bad(text, "a directory without index.json is not an OCI layout", hint="write oci:DIR")
+    if path.is_file():
+        return _bad(
+            text,
+            "a file needs its transport",
+            hint=f"did you mean oci-archive:{raw}? (docker-archive:{raw} for `docker save`/`podman save`)",
+        )
+    if raw.startswith(("./", "../", "/", "~")) or raw.endswith((".tar", ".ociarchive", ".oci")):
+        return _bad(
+            text, "no such file or directory", hint="a local image is written oci-archive:FILE or oci:DIR"
+        )
+    return None

@@ -35,7 +35,12 @@ class ContainerImport(StageKind, kind="container.import"):
         trust = Trust.from_import_options(options)
         t0 = time.monotonic()
         image = fetch_image(
-            ref, arch=Arch.parse(options["arch"]), cache=ctx.cache / "oci", policy=trust.policy
+            ref,
+            arch=Arch.parse(options["arch"]),
+            cache=ctx.cache / "oci",
+            policy=trust.policy,
+            authfile=ctx.registry.authfile,
+            tls_verify=ctx.registry.tls_verify,
         )
         ctx.progress.phase_finished("fetch", time.monotonic() - t0)
         if image.manifest_digest != options["digest"]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.errors import StageFailed
+from builder.source.access import RegistryAccess
 
 if TYPE_CHECKING:
     from builder.disk.partition import Placed
@@ -33,6 +34,9 @@ class BuildContext:
     source_reference: str
     source_digest: str
     arch: str
+    registry: RegistryAccess = field(
+        default_factory=RegistryAccess
+    )  # how container.import reaches a registry
     # Set by container.import:
     repo: Path | None = None
     commit: str | None = None

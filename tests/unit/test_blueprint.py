@@ -93,8 +93,15 @@ def test_filesystem_sizes_and_alias() -> None:
 @pytest.mark.parametrize(
     ("value", "size"),
     [
-        (1024, 1024),
-        ("1024", 1024),
+        (1024, 1024),  # a blueprint's integer is bytes (Image Builder's format)
+        ("1024B", 1024),
+        ("10G", 10 * 1024**3),
+        ("10 GiB", 10 * 1024**3),
+        ("10g", 10 * 1024**3),
+        ("1 gib", 1024**3),
+        ("512M", 512 * 1024**2),
+        ("4K", 4096),
+        ("1T", 1024**4),
         ("20 GiB", 20 * 1024**3),
         ("512MiB", 512 * 1024**2),
         ("1.5 GB", 1_500_000_000),
@@ -109,9 +116,18 @@ def test_sizes(value: object, size: int) -> None:
     assert parse_size(value) == size
 
 
-@pytest.mark.parametrize("value", ["", "GiB", "1 gib", "1.5 B", "-1", "1e9", "1 PiB", True, 1.5, None, -1])
+@pytest.mark.parametrize(
+    "value", ["", "GiB", "1.5 B", "-1", "1e9", "1 PiB", "10 GiBs", "0.3K", True, 1.5, None, -1]
+)
 def test_bad_sizes(value: object) -> None:
     with pytest.raises(SizeError):
+        parse_size(value)
+
+
+@pytest.mark.parametrize("value", ["1024", " 10 ", "0"])
+def test_a_bare_number_string_is_refused_with_the_units_to_write(value: object) -> None:
+    """Tools disagree on a bare number (bytes, MiB): only a blueprint's integer is read, as bytes."""
+    with pytest.raises(SizeError, match=r"has no unit: write \d+G, \d+M or \d+B"):
         parse_size(value)
 
 

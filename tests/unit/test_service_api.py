@@ -61,7 +61,7 @@ def test_push_start_wait_download(tmp_path: Path) -> None:
         assert image.body.startswith(b"qcow2:oci:/standin/ok\n")
         # the builder got the size (in bytes) and the committed blueprint
         log = cli.log(compose_id)
-        assert f"--size {2048 * 1024 * 1024}" in log and "--progress=json" in log
+        assert f"--size {2048 * 1024 * 1024}B" in log and "--progress=json" in log
         assert "compose FINISHED" in log
 
         logs = _members(cli.get(f"/api/v1/compose/logs/{compose_id}").body)

@@ -39,7 +39,7 @@ def test_client_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         out = capsys.readouterr().out
         assert out.index("version 1.0.1 saved") < out.index("version 1.0.0 saved")
 
-        start = ["compose", "start", *sock, "demo", "qcow2", "--ref", "oci:/standin/ok", "--size", "4096"]
+        start = ["compose", "start", *sock, "demo", "qcow2", "--ref", "oci:/standin/ok", "--size", "4096M"]
         assert main([*start, "--wait", "--poll", "0.1"]) == 0
         out = capsys.readouterr().out
         compose_id = out.split()[1]

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             f"command line has {SELFTEST_ARG}: use --selftest), 1 when it does not before the timeout."
         ),
     )
-    parser.add_argument("image", metavar="IMAGE", type=Path)
+    parser.add_argument("image", metavar="IMAGE", type=Path, help="the disk image to boot (left unchanged)")
     parser.add_argument(
         "--firmware",
         type=options.choice("firmware", [f.value for f in Firmware]),

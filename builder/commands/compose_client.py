@@ -33,12 +33,20 @@ def _outcome(info: dict[str, Any]) -> int:
 
 
 def _size(text: str) -> int:
-    """--size in the one size syntax; composer-cli's habit (a bare number of MiB) gets its translation."""
+    """compose start --size in the one size syntax; composer-cli's habit (a bare number of MiB) gets its
+    translation. composer-cli sends its MiB as bytes, and so does this: the service sees the same request."""
     if text.strip().isdigit():
         raise ImgbuildError(
             f"--size {text} has no unit",
             hint=f"composer-cli's --size counts MiB: write --size {text.strip()}M (or e.g. 10G)",
         )
+    return options.size(text)
+
+
+def _log_size(text: str) -> int:
+    """compose log --size, in the one size syntax; composer's API counts KiB (a bare number here)."""
+    if text.strip().isdigit():
+        raise ImgbuildError(f"--size {text} has no unit", hint=f"write --size {text.strip()}K (KiB) or 1M")
     return options.size(text)
 
 
@@ -90,9 +98,10 @@ def log(args: argparse.Namespace) -> int:
     client = client_from_args(args)
     path = f"{API}/compose/log/{_uuid(args.uuid)}"
     if not args.follow:
-        reply = client.request("GET", f"{path}?size={args.size}")
+        kib = -(-args.size // 1024)  # the API's unit, rounded up
+        reply = client.request("GET", f"{path}?size={kib}")
         if reply.headers.get("Content-Type", "").startswith("application/json"):
-            client.call("GET", f"{path}?size={args.size}")  # raises the service's error
+            client.call("GET", f"{path}?size={kib}")  # raises the service's error
         sys.stdout.buffer.write(reply.body)
         return 0
     offset = 0
@@ -136,7 +145,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     action = client_actions(sub, "compose", "start and follow composes on the service (imgbuild serve)")
 
     child = action("start", "queue a compose of a stored blueprint")
-    child.add_argument("blueprint", metavar="NAME")
+    child.add_argument("blueprint", metavar="NAME", help="the stored blueprint to build")
     child.add_argument("type", metavar="TYPE", help="output format (qcow2, raw)")
     child.add_argument(
         "--ref",
@@ -159,21 +168,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     child.add_argument("--poll", type=float, default=5.0, metavar="SECONDS", help=argparse.SUPPRESS)
     child.set_defaults(func=start)
     child = action("status", "list composes, or show one")
-    child.add_argument("uuid", nargs="?", metavar="UUID")
+    child.add_argument("uuid", nargs="?", metavar="UUID", help="the compose (default: list them all)")
     child.set_defaults(func=status)
     child = action("log", "print a compose's log (the tail, or all of it as it grows with --follow)")
-    child.add_argument("uuid", metavar="UUID")
+    child.add_argument("uuid", metavar="UUID", help="the compose's id (compose status lists them)")
     child.add_argument("--follow", action="store_true", help="keep printing until the compose ends")
-    child.add_argument("--size", type=int, default=1024, metavar="KiB", help="tail size (default 1024 KiB)")
+    child.add_argument(
+        "--size",
+        type=_log_size,
+        default=1024 * 1024,
+        metavar="SIZE",
+        help="how much of the log's end to print, e.g. 64K, 1M (default 1M)",
+    )
     child.add_argument("--poll", type=float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
     child.set_defaults(func=log)
     child = action("image", "download a finished compose's image")
-    child.add_argument("uuid", metavar="UUID")
+    child.add_argument("uuid", metavar="UUID", help="the compose's id (compose status lists them)")
     child.add_argument("--output", type=Path, default=Path(), metavar="DIR", help="directory (default .)")
     child.set_defaults(func=image)
     child = action("cancel", "stop a waiting or running compose")
-    child.add_argument("uuid", metavar="UUID")
+    child.add_argument("uuid", metavar="UUID", help="the compose's id (compose status lists them)")
     child.set_defaults(func=cancel)
     child = action("delete", "delete a finished or failed compose and its files")
-    child.add_argument("uuid", metavar="UUID")
+    child.add_argument("uuid", metavar="UUID", help="the compose's id (compose status lists them)")
     child.set_defaults(func=delete)

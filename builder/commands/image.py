@@ -228,9 +228,9 @@ def give_outputs(args: argparse.Namespace, result: BuildResult) -> None:
 
 
 def _before_fetching(args: argparse.Namespace) -> None:
-    """What is checked before any image is fetched: root, and a usable --output."""
-    _require_root()
+    """What is checked before any image is fetched: a usable --output, and root."""
     options.check_output_dir(args.output)
+    _require_root()
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -257,7 +257,7 @@ def _local_mistake(text: str, raw: str) -> BadReference | None:
     """What a reference that is not a registry's most likely meant: a transport with a typo
     (`oci-archve:FILE`) or a local file or directory written without its transport (`./os.tar`)."""
     scheme, sep, rest = raw.partition(":")
-    close = difflib.get_close_matches(scheme.lower(), _TRANSPORTS, n=1, cutoff=0.7) if sep else []
+    close = difflib.get_close_matches(scheme.lower(), _TRANSPORTS, n=1, cutoff=0.6) if sep else []
     if close:
         return _bad(text, f"unknown transport {scheme + ':'!r}", hint=f"did you mean {close[0]}:{rest}?")
     path = Path(raw).expanduser()

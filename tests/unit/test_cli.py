@@ -39,7 +39,10 @@ def test_unusable_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["blueprint", "show", "blueprints/examples/everything-applied.toml", "--output-format", "json"]],
+    [
+        ["--help"],
+        ["blueprint", "show", "blueprints/examples/everything-applied.toml", "--output-format", "json"],
+    ],
     ids=["argparse", "command"],
 )
 def test_broken_pipe_is_quiet_exit_141(argv: list[str]) -> None:

@@ -343,23 +343,58 @@ def plan(facts: ImageFacts, blueprint: Blueprint, targets: Sequence[str], opts: 
     return Manifest(Source(facts.reference, facts.digest, facts.arch.value), pipelines)
 
 
+def _checked_layout(facts: ImageFacts, blueprint: Blueprint, opts: PlanOptions) -> tuple[list[_Part], int]:
+    """The partitions and disk size, or the BlueprintError that refuses the blueprint's layout."""
+    parts, disk_size = _layout(facts, blueprint, opts)
+    for mountpoint in ("/boot", "/"):
+        part = next(p for p in parts if p.mountpoint == mountpoint)
+        if part.fstype not in ("ext4", "xfs", "btrfs"):
+            raise BlueprintError(
+                f"{part.mountpoint} cannot be {part.fstype}", hint="use ext4, xfs or btrfs for / and /boot"
+            )
+    return parts, disk_size
+
+
+def check_blueprint(blueprint: Blueprint, opts: PlanOptions, facts: ImageFacts | None, arch: Arch) -> None:
+    """Every check `plan` makes of a blueprint on its own (the disk layout, the filesystems), for
+    `imgbuild blueprint check`; without an image's facts, against a stand-in image of `arch` (the layout's
+    checks do not depend on the image's content)."""
+    _checked_layout(facts or _stand_in(arch), blueprint, opts)
+
+
+def _stand_in(arch: Arch) -> ImageFacts:
+    grub = ("i386-pc", "x86_64-efi") if arch is Arch.X86_64 else ("arm64-efi",)
+    return ImageFacts(
+        reference="",
+        origin="",
+        digest="",
+        arch=arch,
+        size=0,
+        commit="",
+        kernel=None,
+        grub_platforms=grub,
+        grub_blscfg=False,
+        efi_payload=None,
+        selinux_policy=None,
+        composefs_kargs=(),
+        composefs_reason=None,
+        image_kargs=(),
+        os_name="",
+    )
+
+
 def _pipeline(facts: ImageFacts, blueprint: Blueprint, group: _Group, opts: PlanOptions) -> Pipeline:
     seed = _seed(facts, blueprint, group.image, opts)
     ids = _Ids(seed)
     # Plain-text passwords never reach the manifest: hashed here, with salts from the seed (reproducible).
     name = blueprint.name
     blueprint = crypt_passwords(blueprint, seed=seed.encode())
-    parts, disk_size = _layout(facts, blueprint, opts)
+    parts, disk_size = _checked_layout(facts, blueprint, opts)
     alignment = max(target.size_alignment for target, _ in group.targets)
     disk_size = _round_up(disk_size, alignment)
     uuids = {p.name: (ids.vfat(p.name) if p.fstype == "vfat" else ids.uuid(f"fs-{p.name}")) for p in parts}
     boot = next(p for p in parts if p.mountpoint == "/boot")
     root = next(p for p in parts if p.mountpoint == "/")
-    for part in (boot, root):
-        if part.fstype not in ("ext4", "xfs", "btrfs"):
-            raise BlueprintError(
-                f"{part.mountpoint} cannot be {part.fstype}", hint="use ext4, xfs or btrfs for / and /boot"
-            )
     mounts: list[dict[str, Any]] = [
         {"partition": root.name, "target": "/", "fstype": root.fstype},
         {"partition": boot.name, "target": "/boot", "fstype": boot.fstype},

@@ -15,6 +15,7 @@ from builder.blueprint import dump_toml, load_blueprint
 from builder.commands import options
 from builder.customize import describe
 from builder.customize.image_view import check_against_image
+from builder.plan import PlanOptions, Rootfs, check_blueprint
 from builder.prepare import prepare
 from builder.source.reference import parse_reference
 
@@ -24,6 +25,9 @@ FORMAT_CHOICES = ("toml", "json", "yaml")
 def check(args: argparse.Namespace) -> int:
     bp = load_blueprint(args.file, args.format)
     name = bp.name or "(unnamed)"
+    plan_options = PlanOptions(rootfs=args.rootfs or Rootfs.EXT4)
+    # The layout's checks first: they need no image, and refuse as plan would.
+    check_blueprint(bp, plan_options, None, args.arch or Arch.host())
     if args.image is not None:
         prepared = prepare(
             parse_reference(args.image),
@@ -32,6 +36,7 @@ def check(args: argparse.Namespace) -> int:
             registry=options.registry(args),
         )
         record = prepared.import_record
+        check_blueprint(bp, plan_options, prepared.facts, prepared.facts.arch)
         check_against_image(bp, Path(record["repo"]), record["commit"])
     against = f" for {args.image}" if args.image is not None else ""
     print(f"blueprint {name} {bp.version}: valid{against}")
@@ -77,6 +82,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                 type=Arch.parse,
                 metavar="ARCH",
                 help="the image's architecture (with --image)",
+            )
+            action.add_argument(
+                "--rootfs",
+                type=options.enum_choice("root filesystem", Rootfs),
+                metavar=options.metavar(Rootfs),
+                help="the root filesystem plan will be given (default ext4): some layouts depend on it",
             )
             options.registry_arguments(action)
         if name == "show":

@@ -43,10 +43,19 @@ def names() -> tuple[str, ...]:
     return tuple(all_targets())
 
 
+# bootc-image-builder's installer types: imgbuild makes no installers.
+_INSTALLERS = ("anaconda-iso", "iso", "bootc-installer", "pxe-tar-xz")
+
+
 def get(name: str) -> type[Target]:
     try:
         return all_targets()[name]
     except KeyError:
+        if name in _INSTALLERS:
+            raise ImgbuildError(
+                f"{name!r} is an installer (ISO/PXE) type of bootc-image-builder; imgbuild builds disks",
+                hint=f"use one of: {', '.join(names())}",
+            ) from None
         raise ImgbuildError(
             f"unknown output type {name!r}", hint=f"use one of: {', '.join(names())}"
         ) from None

@@ -36,8 +36,32 @@ _PLAN_OPTIONS = ("blueprint", "arch", "rootfs", "size", "seed", "compress", "pla
 
 
 def _type(text: str) -> str:
-    targets.get(text)  # an unknown type is one line and a hint
-    return text
+    name = text.strip().lower()
+    targets.get(name)  # an unknown type is one line and a hint
+    return name
+
+
+# bootc-image-builder's options that have no meaning here: named with the reason, not `unrecognized`.
+_BIB_ONLY = {
+    "--use-librepo": (
+        "--use-librepo chooses how bootc-image-builder downloads packages; imgbuild installs none",
+        "leave out --use-librepo: the image is deployed as it is",
+    ),
+    "--store": (
+        "--store is bootc-image-builder's osbuild store; imgbuild keeps its cache elsewhere",
+        "leave out --store, or pass --cache DIR",
+    ),
+    "--rpmmd": (
+        "--rpmmd is bootc-image-builder's package metadata cache; imgbuild reads no package metadata",
+        "leave out --rpmmd",
+    ),
+    "--log-level": ("--log-level is bootc-image-builder's", "use -v (info) or --debug before the command"),
+    "--in-vm": ("imgbuild needs no VM to build: it runs as root on this machine", "leave out --in-vm"),
+    "--build-container": (
+        "imgbuild runs no build container: the image is deployed with this machine's ostree",
+        "leave out --build-container",
+    ),
+}
 
 
 def _plan_options(parser: argparse.ArgumentParser) -> None:
@@ -85,13 +109,8 @@ def _plan_options(parser: argparse.ArgumentParser) -> None:
         help="read REF from containers-storage (where podman build leaves it), as bootc-image-builder "
         "--local does; the booted system updates from REF in its registry",
     )
-    parser.add_argument(
-        "--use-librepo",
-        action=options.Refused,
-        help=argparse.SUPPRESS,
-        reason="--use-librepo chooses how bootc-image-builder downloads packages; imgbuild installs none",
-        hint="leave out --use-librepo: the image is deployed as it is",
-    )
+    for option, (reason, hint) in _BIB_ONLY.items():
+        parser.add_argument(option, action=options.Refused, help=argparse.SUPPRESS, reason=reason, hint=hint)
     trust_args.add_arguments(parser, install=True)
     options.registry_arguments(parser)
 

@@ -217,3 +217,41 @@ def test_a_bare_path_gets_its_transport(tmp_path: Path, monkeypatch: pytest.Monk
         with pytest.raises(ImgbuildError) as error:
             parse_reference(text)
         assert error.value.hint is not None and error.value.hint.startswith(hint), (text, error.value.hint)
+
+
+# bootc-image-builder's command lines (its README and common scripts: the arguments after bib's own image),
+# given to `imgbuild build`: each parses, or is refused with one line that says why.
+BIB_RUNS = [
+    ["--type", "qcow2", REF],
+    ["--type", "qcow2", "--rootfs=xfs", "--local", REF],
+    ["--type", "qcow2", "--rootfs", "btrfs", "--config", "/config.toml", REF],
+    ["--type", "raw", "--target-arch", "aarch64", REF],
+    ["--type", "qcow2", "--chown", "1000:1000", REF],
+    ["--type", "qcow2", "--type", "vmdk", "--type", "ami", REF],
+    ["--type", "ami", "--aws-ami-name", "n", "--aws-bucket", "b", "--aws-region", "r", REF],
+    ["--type", "qcow2", "--tls-verify=false", REF],
+    ["--type", "qcow2", "--output", "/output", REF],
+    ["--type", "qcow2", "--target-imgref", REF, f"oci-archive:{ROOT}/x.tar"],
+]
+BIB_EXPLAINED = [
+    (["--type", "anaconda-iso", REF], "an installer (ISO/PXE) type of bootc-image-builder"),
+    (["--type", "qcow2", "--use-librepo=True", REF], "imgbuild installs none"),
+    (["--type", "qcow2", "--progress", "verbose", REF], "unknown progress mode 'verbose'"),
+    (["--type", "qcow2", "--log-level", "debug", REF], "--log-level is bootc-image-builder's"),
+    (["--type", "qcow2", "--in-vm", REF], "imgbuild needs no VM"),
+    (["--type", "qcow2", "--store", "/store", REF], "--store is bootc-image-builder's osbuild store"),
+    ([REF], "is a container reference: say which outputs to build with --type"),
+]
+
+
+@pytest.mark.parametrize("argv", BIB_RUNS, ids=" ".join)
+def test_bib_command_lines_parse(argv: list[str]) -> None:
+    args = build_parser().parse_args(["build", *argv])
+    assert args.types and args.source == argv[-1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"), BIB_EXPLAINED, ids=lambda v: " ".join(v) if isinstance(v, list) else ""
+)
+def test_bib_command_lines_explained(argv: list[str], why: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert why in _fails(["build", *argv], capsys)

@@ -186,7 +186,8 @@ def parse_blueprint(text: str, fmt: str, origin: str = "<blueprint>") -> Bluepri
 def load_blueprint(source: str | Path, fmt: str | None = None) -> Blueprint:
     """Read a blueprint from a file or from standard input (`-`).
 
-    The format is `fmt` if given, else the file's extension; standard input is sniffed.
+    The format is `fmt` if given, else the file's extension; standard input and a file with another
+    extension (bootc-image-builder's /config) are sniffed.
     """
     if str(source) == "-":
         data = sys.stdin.buffer.read(MAX_BYTES + 1)
@@ -195,11 +196,6 @@ def load_blueprint(source: str | Path, fmt: str | None = None) -> Blueprint:
         path = Path(source)
         origin = str(path)
         fmt = fmt or FORMATS.get(path.suffix.lower())
-        if fmt is None:
-            raise BlueprintError(
-                f"{origin}: cannot tell the blueprint's format from its name",
-                hint="name it .toml, .json, .yaml or .yml, or pass --format",
-            )
         try:
             with open(path, "rb") as f:
                 data = f.read(MAX_BYTES + 1)

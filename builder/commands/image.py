@@ -187,8 +187,6 @@ def _make_manifest(types: list[str], reference: str, args: argparse.Namespace) -
     cache = options.cache_root(args)
     ref, trust = trust_args.resolve(argparse.Namespace(**{**vars(args), "reference": reference}))
     origin = deployment_origin(ref, target_imgref)  # a bad --target-imgref is refused before any fetch
-    if origin.warning is not None:
-        print(f"imgbuild: warning: {origin.warning}", file=sys.stderr)
     # Commands that build have --progress: the import (here, before planning) reports through it too.
     mode = getattr(args, "progress", None)
     progress = Progress(mode) if mode is not None else None
@@ -209,6 +207,8 @@ def _make_manifest(types: list[str], reference: str, args: argparse.Namespace) -
     )
     manifest = plan(prepared.facts, blueprint, types, plan_options)
     remember_import(manifest, prepared, cache)
+    if origin.warning is not None:  # once planned: a refusal before would make it noise beside the error
+        print(f"imgbuild: warning: {origin.warning}", file=sys.stderr)
     return manifest
 
 

@@ -255,3 +255,13 @@ def test_bib_command_lines_parse(argv: list[str]) -> None:
 )
 def test_bib_command_lines_explained(argv: list[str], why: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert why in _fails(["build", *argv], capsys)
+
+
+def test_a_blueprint_without_a_known_extension_is_sniffed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bootc-image-builder users keep theirs as /config; plan has no --format to tell it the format."""
+    config = tmp_path / "config"
+    config.write_text('name = "bib"\n[customizations]\nhostname = "from-bib"\n')
+    assert main(["blueprint", "check", str(config)]) == 0
+    assert "blueprint bib" in capsys.readouterr().out

@@ -375,6 +375,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b = sub.add_parser(
         "build",
         help="build the images a manifest describes, or several output types of a container image (--type)",
+        description="imgbuild build MANIFEST runs a manifest `imgbuild plan -o FILE` wrote. imgbuild build "
+        "--type TYPE [--type TYPE ...] REF plans and builds those outputs of the container image REF in one "
+        "run (bootc-image-builder's form). --type decides which: without it the argument must be a "
+        "manifest file.",
     )
     b.add_argument(
         "source",

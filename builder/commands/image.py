@@ -267,6 +267,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 hint="imgbuild plan qcow2 REF, or imgbuild plan --type qcow2 --type vmdk REF",
             )
         types, reference = [_type(args.words[0])], args.words[1]
+    if args.o is not None and str(args.o) != "-":
+        options.check_output_file(args.o)  # before the fetch, as --output is
     manifest = _make_manifest(types, reference, args)
     text = manifest.dumps(
         "json" if args.output_format == "json" or str(args.o or "").endswith(".json") else "yaml"

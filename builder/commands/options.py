@@ -126,6 +126,19 @@ def check_output_dir(directory: Path) -> None:
         )
 
 
+def check_output_file(path: Path) -> None:
+    """`-o FILE`, before anything is fetched: a file (not a directory) in a directory that is writable."""
+    if path.is_dir():
+        raise ImgbuildError(f"-o {path} is a directory", hint="-o names a file; --output names a directory")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ImgbuildError(
+            f"-o {path}: {parent} is not a directory", hint="create it first, or choose another -o"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ImgbuildError(f"-o {path}: {parent} is not writable", hint="choose another -o")
+
+
 def owner(text: str) -> tuple[int, int]:
     """--chown UID:GID (numbers, or names of this machine's users and groups)."""
     user, sep, group = text.partition(":")

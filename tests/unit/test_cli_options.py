@@ -265,3 +265,11 @@ def test_a_blueprint_without_a_known_extension_is_sniffed(
     config.write_text('name = "bib"\n[customizations]\nhostname = "from-bib"\n')
     assert main(["blueprint", "check", str(config)]) == 0
     assert "blueprint bib" in capsys.readouterr().out
+
+
+def test_plan_o_checked_before_any_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = f"oci-archive:{tmp_path / 'missing.tar'}"  # a fetch would fail differently
+    err = _fails(["plan", "qcow2", missing, "-o", str(tmp_path)], capsys)
+    assert f"-o {tmp_path} is a directory" in err
+    err = _fails(["plan", "qcow2", missing, "-o", str(tmp_path / "no/such/plan.json")], capsys)
+    assert "is not a directory" in err

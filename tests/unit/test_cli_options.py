@@ -273,3 +273,31 @@ def test_plan_o_checked_before_any_fetch(tmp_path: Path, capsys: pytest.CaptureF
     assert f"-o {tmp_path} is a directory" in err
     err = _fails(["plan", "qcow2", missing, "-o", str(tmp_path / "no/such/plan.json")], capsys)
     assert "is not a directory" in err
+
+
+def test_the_service_passes_sizes_the_builder_reads(tmp_path: Path) -> None:
+    """A compose's size (bytes, as composer-cli sends them) reaches `imgbuild TYPE ... --size` intact."""
+    from builder.service.queue import QueueConfig, builder_argv
+    from builder.service.store import Compose, ComposeStatus
+
+    size = 4096 * 1024**2
+    compose = Compose(
+        id="0" * 8,
+        blueprint_name="bp",
+        blueprint_version="1.0.0",
+        blueprint={},
+        compose_type="qcow2",
+        container_ref=REF,
+        image_size=size,
+        status=ComposeStatus.WAITING,
+        created=0.0,
+        started=None,
+        finished=None,
+        reason=None,
+        pid=None,
+        image=None,
+        runs=0,
+    )
+    config = QueueConfig(tmp_path, builder_command=("imgbuild",))
+    args = build_parser().parse_args(builder_argv(config, compose)[1:])
+    assert args.size == size

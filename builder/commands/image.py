@@ -43,23 +43,27 @@ def _type(text: str) -> str:
 
 # bootc-image-builder's options that have no meaning here: named with the reason, not `unrecognized`.
 _BIB_ONLY = {
-    "--use-librepo": (
+    "--use-librepo": options.Refusal(
         "--use-librepo chooses how bootc-image-builder downloads packages; imgbuild installs none",
-        "leave out --use-librepo: the image is deployed as it is",
+        hint="leave out --use-librepo: the image is deployed as it is",
     ),
-    "--store": (
+    "--store": options.Refusal(
         "--store is bootc-image-builder's osbuild store; imgbuild keeps its cache elsewhere",
-        "leave out --store, or pass --cache DIR",
+        hint="leave out --store, or pass --cache DIR",
     ),
-    "--rpmmd": (
+    "--rpmmd": options.Refusal(
         "--rpmmd is bootc-image-builder's package metadata cache; imgbuild reads no package metadata",
-        "leave out --rpmmd",
+        hint="leave out --rpmmd",
     ),
-    "--log-level": ("--log-level is bootc-image-builder's", "use -v (info) or --debug before the command"),
-    "--in-vm": ("imgbuild needs no VM to build: it runs as root on this machine", "leave out --in-vm"),
-    "--build-container": (
+    "--log-level": options.Refusal(
+        "--log-level is bootc-image-builder's", hint="use -v (info) or --debug before the command"
+    ),
+    "--in-vm": options.Refusal(
+        "imgbuild needs no VM to build: it runs as root on this machine", hint="leave out --in-vm"
+    ),
+    "--build-container": options.Refusal(
         "imgbuild runs no build container: the image is deployed with this machine's ostree",
-        "leave out --build-container",
+        hint="leave out --build-container",
     ),
 }
 
@@ -109,8 +113,8 @@ def _plan_options(parser: argparse.ArgumentParser) -> None:
         help="read REF from containers-storage (where podman build leaves it), as bootc-image-builder "
         "--local does; the booted system updates from REF in its registry",
     )
-    for option, (reason, hint) in _BIB_ONLY.items():
-        parser.add_argument(option, action=options.Refused, help=argparse.SUPPRESS, reason=reason, hint=hint)
+    for option, refusal in _BIB_ONLY.items():
+        parser.add_argument(option, action=options.Refused, help=argparse.SUPPRESS, refusal=refusal)
     trust_args.add_arguments(parser, install=True)
     options.registry_arguments(parser)
 

@@ -13,6 +13,7 @@ import grp
 import os
 import pwd
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -167,16 +168,22 @@ def chown_written(output: Path, names: Iterable[str], ids: tuple[int, int]) -> N
         os.chown(path, uid, gid, follow_symlinks=False)
 
 
-class Refused(argparse.Action):
-    """An option of another tool that imgbuild knows and refuses with the reason (`reason=`), instead of
-    argparse's `unrecognized arguments`."""
+@dataclass(frozen=True)
+class Refusal:
+    """Why another tool's option means nothing here, and what to do instead."""
 
-    def __init__(
-        self, option_strings: list[str], dest: str, *, reason: str, hint: str, **kwargs: Any
-    ) -> None:
+    reason: str
+    hint: str
+
+
+class Refused(argparse.Action):
+    """An option of another tool that imgbuild knows and refuses with its Refusal, instead of argparse's
+    `unrecognized arguments`."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, refusal: Refusal, **kwargs: Any) -> None:
         kwargs.setdefault("nargs", "?")
         super().__init__(option_strings, dest, **kwargs)
-        self.reason, self.hint = reason, hint
+        self.refusal = refusal
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *_: Any) -> None:
-        raise ImgbuildError(self.reason, hint=self.hint)
+        raise ImgbuildError(self.refusal.reason, hint=self.refusal.hint)

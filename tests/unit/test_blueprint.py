@@ -175,11 +175,16 @@ def test_stdin_is_sniffed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_format_override_and_unknown_extension(tmp_path: Path) -> None:
+    """A file named neither .toml, .json nor .yaml (bootc-image-builder's /config) is sniffed as stdin is:
+    `plan --blueprint` has no --format to say it."""
     path = tmp_path / "blueprint.conf"
     path.write_text('name = "x"\n')
-    with pytest.raises(BlueprintError, match="cannot tell the blueprint's format"):
-        load_blueprint(path)
+    assert load_blueprint(path).name == "x"
     assert load_blueprint(path, "toml").name == "x"
+    (tmp_path / "config").write_text('{"name": "j"}')
+    assert load_blueprint(tmp_path / "config").name == "j"
+    with pytest.raises(BlueprintError, match=r"blueprint\.conf:1: not valid JSON"):  # --format still rules
+        load_blueprint(path, "json")
     with pytest.raises(BlueprintError, match="cannot read the blueprint"):
         load_blueprint(tmp_path / "missing.toml")
 

@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "builder.commands.compose_client",
     "builder.commands.blueprint",
     "builder.commands.boot",
+    "builder.commands.cache",
 )
 
 log = logging.getLogger("imgbuild")

@@ -9,7 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from builder import paths
 from builder.arch import Arch
+from builder.cachedir import locks
 from builder.commands import trust_args
 from builder.ostree.importer import import_image
 from builder.source.fetch import fetch_image
@@ -32,8 +34,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_import(args: argparse.Namespace) -> int:
     ref, trust = trust_args.resolve(args)
-    image = fetch_image(ref, arch=args.arch, policy=trust.policy)
-    result = import_image(image, args.repo, imgref=ref.skopeo, remote=trust.remote, shown=ref.origin)
+    # The layers are read from the cache's blobs: `cache prune` must not remove them meanwhile.
+    with locks.writing(paths.cache_dir()):
+        image = fetch_image(ref, arch=args.arch, policy=trust.policy)
+        result = import_image(image, args.repo, imgref=ref.skopeo, remote=trust.remote, shown=ref.origin)
     if result.signature is not None:
         print(f"verified: {result.signature.describe()}", file=sys.stderr)
     print(

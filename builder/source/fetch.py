@@ -18,7 +18,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from builder import paths
 from builder.arch import Arch
+from builder.cachedir import locks
 from builder.errors import ArchMismatch, ImgbuildError, SourceError, VerificationError
 from builder.source import oci
 from builder.source.cache import BlobCache, default_root
@@ -244,7 +246,13 @@ def fetch_image(
             hint="an ostree-image-signed: reference needs a policy that requires a signature for it "
             "(signedBy or sigstoreSigned; pass --policy FILE)",
         )
-    image = _fetch(ref, arch, cache, Skopeo(authfile, tls_verify, policy), policy.accepts_anything())
+    skopeo = Skopeo(authfile, tls_verify, policy)
+    if cache is None:
+        # Into the imgbuild cache: `cache prune` waits while blobs no lease covers are written and read.
+        with locks.writing(paths.cache_dir()):
+            image = _fetch(ref, arch, cache, skopeo, policy.accepts_anything())
+    else:  # the caller holds the lock (the build's import), or the cache is the caller's own directory
+        image = _fetch(ref, arch, cache, skopeo, policy.accepts_anything())
     if policy.requires_signature(ref):
         return dataclasses.replace(image, verified=(f"{policy.describe(ref)}: accepted by skopeo",))
     return image

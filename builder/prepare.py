@@ -62,7 +62,10 @@ def _fetch_and_import(
     ref: Reference, arch: Arch | None, cache: Path, trust: Trust, progress: Progress | None
 ) -> tuple[Image, ImportResult]:
     t0 = time.monotonic()
-    image = fetch_image(ref, arch=arch, cache=cache / "oci", policy=trust.policy)
+    fetched = (
+        (lambda done, total: progress.bytes_done("fetch", done, total)) if progress is not None else None
+    )
+    image = fetch_image(ref, arch=arch, cache=cache / "oci", policy=trust.policy, on_bytes=fetched)
     if progress is not None:
         progress.phase_finished("fetch", time.monotonic() - t0)
     if arch is not None and image.architecture is not arch:

@@ -101,9 +101,9 @@ def _make_manifest(types: list[str], reference: str, args: argparse.Namespace) -
         )
     cache = cache_dir()
     ref, trust = trust_args.resolve(argparse.Namespace(**{**vars(args), "reference": reference}))
-    # Commands that build have --progress: the import (here, before planning) reports through it too.
-    mode = getattr(args, "progress", None)
-    progress = Progress(mode) if mode is not None else None
+    # Commands that build have --progress: the import (here, before planning) reports through it too;
+    # `plan` reports on stderr as a terminal or plain lines (its stdout may be the manifest).
+    progress = Progress(getattr(args, "progress", None) or ProgressMode.AUTO)
     prepared = prepare(ref, arch=args.arch, cache=cache, trust=trust, progress=progress)
     # What the build's ostree.customize would refuse is refused now, before any disk is partitioned.
     check_against_image(blueprint, Path(prepared.import_record["repo"]), prepared.import_record["commit"])
@@ -171,6 +171,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         except OSError as e:
             tmp.unlink(missing_ok=True)
             raise ImgbuildError(f"cannot write the manifest to {args.o}: {e.strerror}") from e
+        stages = len(list(manifest.stages()))
+        print(
+            f"imgbuild: wrote the manifest to {args.o} ({', '.join(types)}: {stages} stages); "
+            f"build it with: imgbuild build {args.o}",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -44,7 +44,11 @@ class ContainerImport(StageKind, kind="container.import"):
     ) -> Mapping[str, Any]:
         t0 = time.monotonic()
         image = fetch_image(
-            ref, arch=Arch.parse(options["arch"]), cache=ctx.cache / "oci", policy=trust.policy
+            ref,
+            arch=Arch.parse(options["arch"]),
+            cache=ctx.cache / "oci",
+            policy=trust.policy,
+            on_bytes=lambda done, total: ctx.progress.bytes_done("fetch", done, total),
         )
         ctx.progress.phase_finished("fetch", time.monotonic() - t0)
         if image.manifest_digest != options["digest"]:

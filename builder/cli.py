@@ -35,6 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "builder.commands.blueprint",
     "builder.commands.boot",
     "builder.commands.cache",
+    "builder.commands.completion",
 )
 
 log = logging.getLogger("imgbuild")

@@ -96,7 +96,7 @@ def format_info(inv: Inventory) -> str:
         lines += [_line(entry) for entry in inv.fetched]
     lines.append(f"blobs ({inv.root / 'oci'}): {inv.blob_count}, {human(inv.parts.get('oci', 0))}")
     parts = ", ".join(f"{name} {human(size)}" for name, size in inv.parts.items() if name != "(directory)")
-    lines.append(f"on disk: {parts}")
+    lines.append(f"on disk: {parts or 'nothing (no cache yet)'}")
     return "\n".join(lines)
 
 

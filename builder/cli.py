@@ -35,6 +35,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "builder.commands.compose_client",
     "builder.commands.blueprint",
     "builder.commands.boot",
+    "builder.commands.cache",
+    "builder.commands.completion",
 )
 
 log = logging.getLogger("imgbuild")

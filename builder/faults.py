@@ -6,6 +6,12 @@
                                                      loop device or a mount; a stage that never does fails
                                                      at its end
 
+    IMGBUILD_PAUSE_STAGE=<stage index or kind>:<file>
+                                                     the stage waits at its start while <file> exists,
+                                                     after writing <file>.reached (its pid): a test does
+                                                     something while a build is running, then removes
+                                                     <file> and the build goes on
+
 The runner says which stage runs; builder/devices.py counts the loop devices and mounts held; builder/run.py
 and builder/stages/sysroot.py call `point` where work happens. Without the variable all of this is a dict
 look-up per call.
@@ -14,11 +20,14 @@ look-up per call.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from builder.errors import StageFailed
 
 ENV = "IMGBUILD_FAIL_STAGE"
+PAUSE_ENV = "IMGBUILD_PAUSE_STAGE"
 # Commands that take or release the resources themselves: failing there is not "while holding" them.
 _RESOURCE_COMMANDS = frozenset(("losetup", "mount", "umount"))
 
@@ -45,6 +54,19 @@ def _wanted(index: int, kind: str) -> tuple[bool, bool]:
 def stage_started(index: int, kind: str) -> None:
     fail, held = _wanted(index, kind)
     _state.armed, _state.fired = fail and held, False
+
+
+def pause(index: int, kind: str) -> None:
+    wanted = os.environ.get(PAUSE_ENV)
+    if wanted is None:
+        return
+    name, _, gate = wanted.partition(":")
+    if name not in (kind, str(index)) or not gate:
+        return
+    with open(f"{gate}.reached", "w") as reached:
+        reached.write(f"{os.getpid()}\n")
+    while Path(gate).exists():
+        time.sleep(0.1)
 
 
 def stage_finished(index: int, kind: str) -> None:

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.arch import Arch
+from builder.cachedir import locks
 from builder.errors import ArchMismatch
 from builder.facts import ImageFacts, gather
 from builder.manifest import Manifest, Stage
-from builder.ostree.importer import import_image
+from builder.ostree.importer import ImportResult, import_image
 from builder.progress import Progress
 from builder.source.access import RegistryAccess
 from builder.source.fetch import fetch_image
+from builder.source.image import Image
 from builder.source.inspect import require_bootable
 from builder.source.reference import Reference
 from builder.source.trust import Trust
@@ -44,8 +46,32 @@ def prepare(
     """Fetch and import `ref` as builder.commands.trust_args resolved it (its signed form when an ostree
     remote verifies it); `progress`, if given, hears the phases' times and the import's bytes."""
     trust = trust or Trust()
+    # Until the lease is taken, what this writes is no ref's and no lease's: `cache prune` must wait.
+    with locks.writing(cache):
+        image, result = _fetch_and_import(ref, arch, cache, trust, progress, registry or RegistryAccess())
+        # The image stays in use until this process ends: the build that follows the plan deploys it.
+        locks.take(cache, result.image_ref, image.manifest_digest)
+    repo = cache / "repo"
+    facts = gather(image, reference=ref.skopeo, origin=ref.origin, repo=repo, commit=result.merge_commit)
+    facts = dataclasses.replace(
+        facts, import_options=trust.import_options(), deploy_options=trust.deploy_options()
+    )
+    record = {"repo": str(repo), "commit": result.merge_commit, "image_ref": result.image_ref}
+    return Prepared(facts, record)
+
+
+def _fetch_and_import(
+    ref: Reference,
+    arch: Arch | None,
+    cache: Path,
+    trust: Trust,
+    progress: Progress | None,
+    registry: RegistryAccess,
+) -> tuple[Image, ImportResult]:
     t0 = time.monotonic()
-    registry = registry or RegistryAccess()
+    fetched = (
+        (lambda done, total: progress.bytes_done("fetch", done, total)) if progress is not None else None
+    )
     image = fetch_image(
         ref,
         arch=arch,
@@ -53,6 +79,7 @@ def prepare(
         policy=trust.policy,
         authfile=registry.authfile,
         tls_verify=registry.tls_verify,
+        on_bytes=fetched,
     )
     if progress is not None:
         progress.phase_finished("fetch", time.monotonic() - t0)
@@ -72,12 +99,7 @@ def prepare(
     if progress is not None:
         for phase, seconds in result.phases:
             progress.phase_finished(f"import: {phase}", seconds)
-    facts = gather(image, reference=ref.skopeo, origin=ref.origin, repo=repo, commit=result.merge_commit)
-    facts = dataclasses.replace(
-        facts, import_options=trust.import_options(), deploy_options=trust.deploy_options()
-    )
-    record = {"repo": str(repo), "commit": result.merge_commit, "image_ref": result.image_ref}
-    return Prepared(facts, record)
+    return image, result
 
 
 def remember_import(manifest: Manifest, prepared: Prepared, cache: Path) -> None:

@@ -8,6 +8,9 @@ import sys
 import time
 from typing import Any, TextIO
 
+from builder.sizefmt import human
+from builder.sizefmt import rate as human_rate
+
 
 class ProgressMode(enum.StrEnum):
     AUTO = "auto"
@@ -31,6 +34,7 @@ class Progress:
         self._line_open = False
         # phase -> (started, last report, bytes already done at the start: reused layers are not read)
         self._transfer: dict[str, tuple[float, float, int]] = {}
+        self._finished: dict[str, int] = {}  # phase -> the bytes its last (complete) report showed
 
     def _elapsed(self) -> float:
         return round(time.monotonic() - self._start, 3)
@@ -79,9 +83,7 @@ class Progress:
         if self.mode is ProgressMode.JSON:
             self._emit("transfer", what=what, done=done, total=total, sent=sent, rate=round(rate))
             return
-        mib = 1 << 20
-        text = f"{what} {done / mib:.0f}/{total / mib:.0f} MiB, sent {sent / mib:.0f} MiB"
-        text += f" at {rate / mib:.1f} MiB/s"
+        text = f"{what} {human(done)} of {human(total)}, sent {human(sent)} at {human_rate(rate)}"
         if self.mode is ProgressMode.TERM:
             filled = 24 * done // max(total, 1)
             self.err.write(f"\r\x1b[K[{'#' * filled}{'-' * (24 - filled)}] {text}")
@@ -91,23 +93,28 @@ class Progress:
             self.err.flush()
 
     def bytes_done(self, phase: str, done: int, total: int) -> None:
-        """Bytes done of a long phase (the import), with the rate: at most one report a second (one every
-        five in plain mode), and always the last one."""
+        """Bytes done of a long phase (the fetch, the import), with the rate: at most one report a second
+        (one every five in plain mode), and always the last one. `total` 0: not known (yet)."""
         now = time.monotonic()
         if phase not in self._transfer:
             self._transfer[phase] = (now, now, done)  # the first call starts the clock
-            if done < total:
+            if done < total or total == 0:
                 return
         started, last, initial = self._transfer[phase]
+        if done >= total > 0 and self._finished.get(phase) == done:
+            return  # the end was reported already
         interval = 5.0 if self.mode is ProgressMode.PLAIN else 1.0
-        if done < total and now - last < interval:
+        if (done < total or total == 0) and now - last < interval:
             return
         self._transfer[phase] = (started, now, initial)
+        if done >= total > 0:
+            self._finished[phase] = done
         rate = (done - initial) / max(now - started, 1e-3)
         if self.mode is ProgressMode.JSON:
             self._emit("bytes", phase=phase, done=done, total=total, rate=round(rate))
             return
-        text = f"{phase}: {done / 2**20:.0f}/{total / 2**20:.0f} MiB, {rate / 2**20:.0f} MiB/s"
+        of = f" of {human(total)}" if total else ""
+        text = f"{phase}: {human(done)}{of}, {human_rate(rate)}"
         if self.mode is ProgressMode.TERM:
             self.err.write(f"\r\x1b[K{text}")
             self._line_open = True
@@ -136,7 +143,9 @@ class Progress:
             return
         self._close_line()
         for output in result.get("outputs", []):
-            self.err.write(f"imgbuild: wrote {output['path']} ({output['format']}, {output['size']} bytes)\n")
+            self.err.write(
+                f"imgbuild: wrote {output['path']} ({output['format']}, {human(output['size'])})\n"
+            )
         self.err.flush()
 
     def uploaded(self, record: dict[str, Any]) -> None:

@@ -21,12 +21,15 @@ from types import FrameType
 from typing import Any
 
 from builder import __version__, faults
+from builder.cachedir import locks
 from builder.devices import ReleaseStack
 from builder.errors import ImgbuildError, StageFailed
 from builder.manifest import Manifest, Stage
 from builder.manifest_check import check as check_declarations
+from builder.ostree.refescape import image_ref
 from builder.progress import Progress
 from builder.source.access import RegistryAccess
+from builder.source.reference import parse_reference
 from builder.stages import registry
 from builder.stages.context import BuildContext
 from builder.stages.records import StageRecords
@@ -127,6 +130,9 @@ def build(
     ids = manifest.stage_ids()
     total = len(stages)
     with _Interrupts() as interrupts, ReleaseStack() as stack:
+        # The image stays in use (`cache prune` keeps it) until the build ends.
+        imgref = image_ref(parse_reference(manifest.source.reference).skopeo)
+        stack.enter_context(locks.leased(cache, imgref, manifest.source.digest))
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".imgbuild-", dir=output_dir)))
         ctx = BuildContext(
             workdir=workdir,
@@ -233,6 +239,7 @@ def _run_stage(
     cached = False
     try:
         faults.stage_started(index, kind_name)
+        faults.pause(index, kind_name)
         if kind.cacheable:
             record, damaged = records.read(stage_id)
             if damaged is not None:

@@ -28,6 +28,7 @@ from builder import run
 from builder.arch import Arch
 from builder.bootloader.kargs import append_kernel_args
 from builder.errors import ImgbuildError
+from builder.sizefmt import human
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def image_format(image: Path) -> str:
         return "vpc"  # a fixed VHD has no header for qemu to probe: its footer is the last 512 bytes
     if fmt == "raw":  # qemu calls anything it does not recognise raw: look for a boot sector
         if image.stat().st_size < 1024 * 1024:
-            raise NotAnImage(f"{image} is too small to be a disk image ({image.stat().st_size} bytes)")
+            raise NotAnImage(f"{image} is too small to be a disk image ({human(image.stat().st_size)})")
         with open(image, "rb") as f:
             f.seek(510)
             if f.read(2) != b"\x55\xaa":

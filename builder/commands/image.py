@@ -191,9 +191,9 @@ def _make_manifest(types: list[str], reference: str, args: argparse.Namespace) -
     cache = options.cache_root(args)
     ref, trust = trust_args.resolve(argparse.Namespace(**{**vars(args), "reference": reference}))
     origin = deployment_origin(ref, target_imgref)  # a bad --target-imgref is refused before any fetch
-    # Commands that build have --progress: the import (here, before planning) reports through it too.
-    mode = getattr(args, "progress", None)
-    progress = Progress(mode) if mode is not None else None
+    # Commands that build have --progress: the import (here, before planning) reports through it too;
+    # `plan` reports on stderr as a terminal or plain lines (its stdout may be the manifest).
+    progress = Progress(getattr(args, "progress", None) or ProgressMode.AUTO)
     prepared = prepare(
         ref, arch=args.arch, cache=cache, trust=trust, progress=progress, registry=options.registry(args)
     )
@@ -287,6 +287,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         except OSError as e:
             tmp.unlink(missing_ok=True)
             raise ImgbuildError(f"cannot write the manifest to {args.o}: {e.strerror}") from e
+        stages = len(list(manifest.stages()))
+        print(
+            f"imgbuild: wrote the manifest to {args.o} ({', '.join(types)}: {stages} stages); "
+            f"build it with: imgbuild build {args.o}",
+            file=sys.stderr,
+        )
     return 0
 
 

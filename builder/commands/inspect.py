@@ -9,6 +9,7 @@ from typing import Any
 from builder.arch import Arch
 from builder.commands import options, trust_args
 from builder.ostree.signature import verify_image_commit
+from builder.sizefmt import human
 from builder.source.fetch import fetch_image
 from builder.source.inspect import describe
 
@@ -31,15 +32,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(func=run)
 
 
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 def format_text(summary: dict[str, Any]) -> str:
     lines = [
         f"reference:     {summary['reference']}",
@@ -57,7 +49,7 @@ def format_text(summary: dict[str, Any]) -> str:
     lines.append("layers:")
     for layer in summary["layers"]:
         lines.append(
-            f"  {layer['index']:>3} {layer['role']:<14} {_human(layer['size']):>10}  "
+            f"  {layer['index']:>3} {layer['role']:<14} {human(layer['size']):>10}  "
             f"{layer['compression']:<5} {layer['digest']}"
         )
     return "\n".join(lines)

@@ -45,6 +45,7 @@ def choice(what: str, values: Iterable[str]) -> Callable[[str], str]:
         raise ImgbuildError(f"unknown {what} {text!r}", hint=f"use one of: {', '.join(allowed)}")
 
     parse.__name__ = what  # argparse names the type in its own messages
+    setattr(parse, "choices", allowed)  # noqa: B010 (for the completion and the man page: builder.parserdoc)
     return parse
 
 
@@ -56,6 +57,7 @@ def enum_choice(what: str, cls: type[E]) -> Callable[[str], E]:
         return cls(by_value(text))
 
     parse.__name__ = what
+    setattr(parse, "choices", getattr(by_value, "choices"))  # noqa: B009, B010
     return parse
 
 

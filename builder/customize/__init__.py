@@ -27,6 +27,7 @@ from builder.customize.system import (
 )
 from builder.customize.target import Target
 from builder.errors import BlueprintError
+from builder.sizefmt import human
 
 __all__ = ["Target", "apply", "check", "describe"]
 
@@ -113,7 +114,7 @@ def describe(bp: Blueprint) -> list[str]:
     for d in bp.directories:
         lines.append(f"directory {d.path}" + (f" mode {d.mode:04o}" if d.mode is not None else ""))
     for f in bp.files:
-        lines.append(f"file {f.path} ({len((f.data or '').encode())} bytes)")
+        lines.append(f"file {f.path} ({human(len((f.data or '').encode()))})")
     if bp.sshd is not None:
         lines.append(f"sshd: {'; '.join(sshd_lines(bp))}")
     if bp.ignition is not None:
@@ -123,17 +124,17 @@ def describe(bp: Blueprint) -> list[str]:
     if bp.fips:
         lines.append("fips: kernel argument fips=1 (the image's crypto policy must already be FIPS)")
     for fs in bp.filesystems:
-        lines.append(f"filesystem {fs.mountpoint} at least {fs.minsize} bytes")
+        lines.append(f"filesystem {fs.mountpoint} at least {human(fs.minsize)}")
     if bp.disk is not None:
         lines += _describe_disk(bp.disk)
     return lines
 
 
 def _describe_disk(disk: DiskCustomization) -> list[str]:
-    size = f", at least {disk.minsize} bytes" if disk.minsize else ""
+    size = f", at least {human(disk.minsize)}" if disk.minsize else ""
     lines = [f"disk: {disk.type or 'gpt'} partition table{size}"]
     for index, p in enumerate(disk.partitions):
-        head = f"partition {index + 1}: {p.type} at least {p.minsize} bytes"
+        head = f"partition {index + 1}: {p.type} at least {human(p.minsize)}"
         if isinstance(p, PlainPartition):
             lines.append(
                 f"{head}, {p.fs_type or 'default filesystem'} on {p.mountpoint or '(no mount point)'}"

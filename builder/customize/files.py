@@ -12,6 +12,7 @@ from builder.blueprint.policy import FILE_ROOTS
 from builder.customize.accounts import AccountFiles
 from builder.customize.target import Target
 from builder.errors import BlueprintError
+from builder.sizefmt import human
 
 DIRECTORY_MODE = 0o755
 FILE_MODE = 0o644
@@ -107,5 +108,5 @@ def apply_files(bp: Blueprint, target: Target) -> list[str]:
         mode = file.mode if file.mode is not None else FILE_MODE
         data = (file.data or "").encode()
         target.write(file.path, data, mode, uid, gid)
-        done.append(f"file {file.path}: {len(data)} bytes, {_describe(mode, uid, gid)}")
+        done.append(f"file {file.path}: {human(len(data))}, {_describe(mode, uid, gid)}")
     return done

@@ -9,6 +9,7 @@ from __future__ import annotations
 from builder.blueprint.model import Blueprint
 from builder.customize.target import Target
 from builder.errors import BlueprintError
+from builder.sizefmt import human
 
 CONFIG = "/boot/ignition/config.ign"
 # CoreOS-style GRUB configs add `ignition.firstboot` while this file exists; Ignition removes it after use.
@@ -30,7 +31,7 @@ def apply_ignition(bp: Blueprint, target: Target) -> list[str]:
     done = []
     if bp.ignition.embedded_config is not None:
         target.write(CONFIG, bp.ignition.embedded_config, 0o600)
-        done.append(f"ignition: embedded config ({len(bp.ignition.embedded_config)} bytes) in {CONFIG}")
+        done.append(f"ignition: embedded config ({human(len(bp.ignition.embedded_config))}) in {CONFIG}")
     else:
         done.append(f"ignition: config fetched on first boot from {bp.ignition.firstboot_url}")
     target.write(FIRSTBOOT_STAMP, b"")

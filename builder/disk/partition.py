@@ -15,6 +15,7 @@ from pathlib import Path
 
 from builder import run
 from builder.errors import ImgbuildError
+from builder.sizefmt import human
 
 SECTOR = 512
 ALIGNMENT = 1024 * 1024  # 1 MiB, as bootc-image-builder and every modern partitioner use
@@ -89,7 +90,7 @@ def layout(size: int, partitions: Sequence[PartitionSpec]) -> tuple[Placed, ...]
         length = usable_end - start if spec.size is None else _align_up(spec.size)
         if length <= 0 or start + length > usable_end:
             raise PartitionError(
-                f"partition {spec.name!r} does not fit in a disk of {size} bytes",
+                f"partition {spec.name!r} does not fit in a disk of {human(size)}",
                 hint="make the disk larger or the partitions smaller",
             )
         placed.append(Placed(number, spec, start, length))

@@ -18,11 +18,14 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from builder import paths
 from builder.arch import Arch
+from builder.cachedir import locks
 from builder.errors import ArchMismatch, ImgbuildError, SourceError, VerificationError
 from builder.source import oci
 from builder.source.cache import BlobCache, default_root
 from builder.source.classify import build_layers, classify
+from builder.source.copywatch import CopyWatch, OnBytes
 from builder.source.image import Image, Layer
 from builder.source.policy import Policy
 from builder.source.reference import Reference, Signature, Transport
@@ -202,6 +205,18 @@ def load_cached(store: BlobCache, manifest_digest: str, ref: Reference) -> Image
     )
 
 
+def _to_fetch(store: BlobCache, top: bytes) -> int:
+    """Bytes of a manifest and the blobs it names that the cache lacks (0, not known, for an index)."""
+    if oci.is_index(top):
+        return 0
+    try:
+        manifest = oci.parse_manifest(top)
+    except SourceError:
+        return 0
+    missing = sum(d.size for d in (manifest.config, *manifest.layers) if not store.has(d.digest))
+    return missing + (0 if store.has(sha256_digest(top)) else len(top))
+
+
 def _copy(
     skopeo: Skopeo,
     store: BlobCache,
@@ -210,6 +225,7 @@ def _copy(
     source_digest: str,
     key: str,
     may_skip: bool,
+    watch: CopyWatch | None,
 ) -> str:
     with store.locked(), tempfile.TemporaryDirectory(prefix="imgbuild-fetch-") as tmp:
         # Another imgbuild may have copied it while this one waited for the lock.
@@ -218,7 +234,10 @@ def _copy(
             return cached
         tag = f"sha256-{source_digest.partition(':')[2]}"
         log.info("fetching %s into %s", source, store.root)
-        return skopeo.copy_to_layout(source, store.root, tag, arch, Path(tmp) / "digest")
+        if watch is None:
+            return skopeo.copy_to_layout(source, store.root, tag, arch, Path(tmp) / "digest")
+        with watch:
+            return skopeo.copy_to_layout(source, store.root, tag, arch, Path(tmp) / "digest")
 
 
 def fetch_image(
@@ -229,12 +248,14 @@ def fetch_image(
     authfile: Path | None = None,
     tls_verify: bool = True,
     policy: Policy | None = None,
+    on_bytes: OnBytes | None = None,
 ) -> Image:
     """Resolve `ref` (an index to `arch`, default the host's), copy it into the cache, verify, classify.
 
     The containers signature policy is enforced by skopeo's copy; a cached image is used without that copy
     only when the policy accepts anything (else skopeo copies again, reusing every cached blob, and so
-    checks the signatures again).
+    checks the signatures again). `on_bytes(done, total)` hears the bytes the copy writes (total 0: not
+    known, when the reference names an index).
     """
     policy = policy or Policy()
     policy.check_paths()
@@ -244,13 +265,26 @@ def fetch_image(
             hint="an ostree-image-signed: reference needs a policy that requires a signature for it "
             "(signedBy or sigstoreSigned; pass --policy FILE)",
         )
-    image = _fetch(ref, arch, cache, Skopeo(authfile, tls_verify, policy), policy.accepts_anything())
+    skopeo = Skopeo(authfile, tls_verify, policy)
+    if cache is None:
+        # Into the imgbuild cache: `cache prune` waits while blobs no lease covers are written and read.
+        with locks.writing(paths.cache_dir()):
+            image = _fetch(ref, arch, cache, skopeo, policy.accepts_anything(), on_bytes)
+    else:  # the caller holds the lock (the build's import), or the cache is the caller's own directory
+        image = _fetch(ref, arch, cache, skopeo, policy.accepts_anything(), on_bytes)
     if policy.requires_signature(ref):
         return dataclasses.replace(image, verified=(f"{policy.describe(ref)}: accepted by skopeo",))
     return image
 
 
-def _fetch(ref: Reference, arch: Arch | None, cache: Path | None, skopeo: Skopeo, may_skip: bool) -> Image:
+def _fetch(
+    ref: Reference,
+    arch: Arch | None,
+    cache: Path | None,
+    skopeo: Skopeo,
+    may_skip: bool,
+    on_bytes: OnBytes | None,
+) -> Image:
     store = BlobCache(cache if cache is not None else default_root())
     try:
         store.create()
@@ -295,7 +329,8 @@ def _fetch(ref: Reference, arch: Arch | None, cache: Path | None, skopeo: Skopeo
             if config is None:
                 config = skopeo.raw_config(ref, None)
             _check_arch(_image_arch(oci.parse_config(config), ref), arch, ref)
-        cached = _copy(skopeo, store, source, wanted, source_digest, key, may_skip)
+        watch = CopyWatch(store.root, _to_fetch(store, top), on_bytes) if on_bytes is not None else None
+        cached = _copy(skopeo, store, source, wanted, source_digest, key, may_skip, watch)
         # skopeo writes an OCI manifest unchanged; only a Docker-format one is converted (new digest), and
         # containers-storage keeps layers uncompressed, so a copy out of it compresses them (new digests).
         if (

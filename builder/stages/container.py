@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from builder.arch import Arch
+from builder.cachedir import locks
 from builder.errors import VerificationError
 from builder.ostree.importer import import_image
 from builder.ostree.repoquery import has_commit
 from builder.source.fetch import fetch_image
-from builder.source.reference import parse_reference
+from builder.source.reference import Reference, parse_reference
 from builder.source.trust import Trust
 from builder.stages.context import BuildContext
 from builder.stages.registry import StageKind
@@ -33,6 +34,14 @@ class ContainerImport(StageKind, kind="container.import"):
     def run(self, options: Mapping[str, Any], ctx: BuildContext) -> Mapping[str, Any]:
         ref = parse_reference(options["reference"])
         trust = Trust.from_import_options(options)
+        # What the fetch and the import write is no ref's until the import ends: `cache prune` waits. The
+        # runner's lease keeps the image once imported.
+        with locks.writing(ctx.cache):
+            return self._run(ref, trust, options, ctx)
+
+    def _run(
+        self, ref: Reference, trust: Trust, options: Mapping[str, Any], ctx: BuildContext
+    ) -> Mapping[str, Any]:
         t0 = time.monotonic()
         image = fetch_image(
             ref,
@@ -41,6 +50,7 @@ class ContainerImport(StageKind, kind="container.import"):
             policy=trust.policy,
             authfile=ctx.registry.authfile,
             tls_verify=ctx.registry.tls_verify,
+            on_bytes=lambda done, total: ctx.progress.bytes_done("fetch", done, total),
         )
         ctx.progress.phase_finished("fetch", time.monotonic() - t0)
         if image.manifest_digest != options["digest"]:
@@ -76,4 +86,5 @@ class ContainerImport(StageKind, kind="container.import"):
         if not has_commit(repo, commit):
             return False
         ctx.repo, ctx.commit, ctx.image_refs = repo, commit, (image_ref,)
+        locks.mark_used(ctx.cache, image_ref)
         return True

@@ -143,4 +143,4 @@ def test_check_reads_stdin_and_show_normalises(tmp_path: Path) -> None:
         cwd=PROJECT_ROOT,
         check=False,
     )
-    assert piped.returncode == 0 and "filesystem / at least 1073741824 bytes" in piped.out
+    assert piped.returncode == 0 and "filesystem / at least 1 GiB" in piped.out

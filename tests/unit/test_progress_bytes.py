@@ -32,8 +32,8 @@ def test_plain_lines() -> None:
     progress.bytes_done("import", 1024 << 20, 1024 << 20)
     progress.phase_finished("import: merge", 0.5)
     lines = err.getvalue().splitlines()
-    assert lines[0].startswith("imgbuild: import: 512/1024 MiB, ") and lines[0].endswith(" MiB/s")
-    assert lines[1].startswith("imgbuild: import: 1024/1024 MiB")
+    assert lines[0].startswith("imgbuild: import: 512 MiB of 1 GiB, ") and lines[0].endswith("/s")
+    assert lines[1].startswith("imgbuild: import: 1 GiB of 1 GiB")
     assert lines[2] == "imgbuild: import: merge done (0.5 s)"
 
 

@@ -28,7 +28,7 @@ from targets.platforms import Platform, parse_platform
 
 # The planning options, with the defaults applied when they are not given (None: not given, so that
 # `imgbuild build MANIFEST` can refuse them).
-_PLAN_OPTIONS = ("blueprint", "arch", "rootfs", "size", "seed", "compress", "platform")
+_PLAN_OPTIONS = ("blueprint", "arch", "rootfs", "size", "seed", "compress", "platform", "secure_boot")
 
 
 def _size(text: str) -> int:
@@ -59,6 +59,13 @@ def _plan_options(parser: argparse.ArgumentParser) -> None:
         type=parse_platform,
         metavar="PLATFORM",
         help=f"where the image runs ({', '.join(p.value for p in Platform)}); default: each target's own",
+    )
+    parser.add_argument(
+        "--secure-boot",
+        choices=("auto", "require"),
+        default=None,
+        help="require: refuse (exit 2, nothing written) an image whose boot chain cannot boot with Secure "
+        "Boot enforced (signed shim, GRUB and kernel); auto (default): install the chain the image has",
     )
     trust_args.add_arguments(parser, install=True)
 
@@ -113,6 +120,7 @@ def _make_manifest(types: list[str], reference: str, args: argparse.Namespace) -
         seed=args.seed,
         compression=bool(args.compress),
         platform=args.platform,
+        secure_boot=args.secure_boot == "require",
     )
     manifest = plan(prepared.facts, blueprint, types, options)
     remember_import(manifest, prepared, cache)

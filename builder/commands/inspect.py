@@ -7,8 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from builder import paths
 from builder.arch import Arch
 from builder.commands import trust_args
+from builder.facts import gather
+from builder.ostree.importer import import_image
 from builder.ostree.signature import verify_image_commit
 from builder.source.fetch import fetch_image
 from builder.source.inspect import describe
@@ -57,8 +60,13 @@ def format_text(summary: dict[str, Any]) -> str:
         f"ostree commit: {summary['ostree_commit'] or '-'}",
         f"kernels:       {', '.join(summary['kernels']) or '-'}",
         f"bootable:      {'yes' if summary['bootable'] else 'no'}",
-        "verified:",
     ]
+    boot = summary.get("boot")
+    if boot is not None:
+        problems = boot["secure_boot_problems"]
+        lines.append(f"boot chain:    {boot['chain']}")
+        lines.append(f"secure boot:   {'yes' if boot['secure_boot'] else 'no: ' + '; '.join(problems)}")
+    lines.append("verified:")
     lines += [f"  {line}" for line in summary.get("verified", ())] or ["  no signature (none was required)"]
     lines.append("labels:")
     lines += [f"  {key}={value}" for key, value in summary["labels"].items()] or ["  -"]
@@ -86,6 +94,17 @@ def run(args: argparse.Namespace) -> int:
     if trust.remote is not None:
         verified.append(verify_image_commit(image, trust.remote, reference=ref.origin).describe())
     summary["verified"] = verified
+    if image.ostree_commit is not None:
+        # The boot chain is read from the files themselves (PE signatures, GRUB's built-in prefix and
+        # modules): the image is imported into the cache's repository, as a build would.
+        repo = paths.cache_dir() / "repo"
+        result = import_image(image, repo, imgref=ref.skopeo, remote=trust.remote, shown=ref.origin)
+        facts = gather(image, reference=ref.skopeo, origin=ref.origin, repo=repo, commit=result.merge_commit)
+        summary["boot"] = {
+            "chain": facts.boot_chain,
+            "secure_boot": not facts.secure_boot_problems,
+            "secure_boot_problems": list(facts.secure_boot_problems),
+        }
     summary["reference"] = str(ref)
     summary["origin"] = ref.origin
     if args.json:

@@ -32,6 +32,7 @@ from builder.errors import SecureBootUnavailable
 from builder.example_secureboot import Variant, place_payload
 from builder.manifest import loads
 from builder.plan import PlanOptions, plan
+from builder.stages.bootloader import check_secure_boot
 from builder.vm import Firmware, qemu_argv
 from tests.unit.test_plan import FACTS
 
@@ -257,3 +258,15 @@ def test_qemu_argv_secure_boot_firmware(tmp_path: Path) -> None:
         qemu_argv(Arch.X86_64, Firmware.UEFI, tmp_path / "d.qcow2", tmp_path, memory_mib=512, smp=1)
     )
     assert "smm=on" not in plain and "secboot" not in plain
+
+
+def test_the_stage_checks_the_deployed_files_again(tmp_path: Path) -> None:
+    """`imgbuild build MANIFEST` with secure_boot: require re-reads the deployment (a manifest can be run
+    long after it was planned, against a changed cache)."""
+    image_tree(tmp_path / "good", tmp_path)
+    check_secure_boot(tmp_path / "good", Arch.X86_64, "ext4")
+    with pytest.raises(SecureBootUnavailable, match=r"lacks the built-in modules xfs"):
+        check_secure_boot(tmp_path / "good", Arch.X86_64, "xfs")  # not built into this GRUB
+    image_tree(tmp_path / "bad", tmp_path, sign_grub=False)
+    with pytest.raises(SecureBootUnavailable, match=r"grubx64\.efi is not signed"):
+        check_secure_boot(tmp_path / "bad", Arch.X86_64, "ext4")

@@ -38,6 +38,10 @@ class NotBootable(ImgbuildError):
     """The image carries neither an ostree commit nor a kernel."""
 
 
+class SecureBootUnavailable(ImgbuildError):
+    """--secure-boot require, and the image's boot chain cannot boot with Secure Boot enforced."""
+
+
 class ArchMismatch(ImgbuildError):
     """The image's architecture differs from the one asked for."""
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from builder import run
 from builder.arch import Arch
+from builder.bootloader.efi_chain import examine
 from builder.ostree.imageconfig import tree_composefs_policy, tree_image_kargs
 from builder.ostree.repoquery import CommitTree
 from builder.source.image import Image
@@ -49,6 +50,10 @@ class ImageFacts:
     content_size: int = 0
     # The image configures itself with Ignition on first boot (it needs ignition.platform.id=).
     ignition: bool = False
+    # The boot chain (builder.bootloader.efi_chain.BootChain) and why it cannot boot with Secure Boot
+    # enforced (empty: it can).
+    boot_chain: str = "none"
+    secure_boot_problems: tuple[str, ...] = ("the image's boot chain was not examined",)
 
 
 def _shell_vars(text: str | None) -> dict[str, str]:
@@ -81,6 +86,13 @@ def gather(image: Image, *, reference: str, origin: str, repo: Path, commit: str
     if selinux and not tree.exists(f"usr/etc/selinux/{selinux}/contexts/files/file_contexts"):
         selinux = None
     composefs = tree_composefs_policy(tree)
+    chain = examine(
+        tree,
+        image.architecture,
+        payload=payload,
+        kernel=sorted(kernels)[-1] if kernels else None,
+        grub_platforms=platforms,
+    )
     os_release = _shell_vars(tree.read_text("usr/lib/os-release") or tree.read_text("usr/etc/os-release"))
     return ImageFacts(
         reference=reference,
@@ -100,4 +112,6 @@ def gather(image: Image, *, reference: str, origin: str, repo: Path, commit: str
         os_name=os_release.get("PRETTY_NAME", os_release.get("NAME", "Linux")),
         content_size=content_size(repo, commit),
         ignition=any(tree.exists(path) for path in IGNITION_PATHS),
+        boot_chain=chain.chain.value,
+        secure_boot_problems=chain.secure_boot_problems,
     )

@@ -26,6 +26,7 @@ from typing import Any
 
 from builder.arch import Arch
 from builder.blueprint import Blueprint, BtrfsPartition, DiskCustomization, DiskType, PlainPartition
+from builder.bootloader.efi_chain import require_secure_boot
 from builder.customize.passwords import crypt_passwords
 from builder.errors import BlueprintError, NotBootable
 from builder.facts import ImageFacts
@@ -72,6 +73,7 @@ class PlanOptions:
     compression: bool = False
     stateroot: str = "default"
     platform: Platform | None = None  # overrides every target's own platform
+    secure_boot: bool = False  # --secure-boot require: refuse an image that cannot boot with Secure Boot
 
 
 class _Ids:
@@ -337,6 +339,8 @@ def plan(facts: ImageFacts, blueprint: Blueprint, targets: Sequence[str], opts: 
     """The manifest that builds every target in `targets` (names from the targets registry)."""
     if not targets:
         raise ValueError("no output targets to plan")
+    if opts.secure_boot:
+        require_secure_boot(facts.reference, facts.secure_boot_problems)
     pipelines = tuple(
         _pipeline(facts, blueprint, group, opts) for group in _groups(facts, blueprint, targets, opts)
     )
@@ -491,6 +495,8 @@ def _pipeline(facts: ImageFacts, blueprint: Blueprint, group: _Group, opts: Plan
             )
         )
     grub = _bootloader(facts, parts, mounts, boot, uuids[boot.name], group.image.grub_timeout)
+    if opts.secure_boot:
+        grub["secure_boot"] = "require"
     stages.append(Stage("bootloader.grub", grub))
     boot_modes = tuple(mode for mode, key in (("bios", "bios"), ("uefi", "efi")) if key in grub)
     machine = _MACHINE_NAME.sub("-", name).strip("-.")[:80] or "imgbuild"
@@ -518,6 +524,7 @@ def _bootloader(
         "boot_uuid": boot_uuid,
         "config": "blscfg" if facts.grub_blscfg else "menu",
         "timeout": timeout,
+        "chain": facts.boot_chain,
     }
     if any(p.type == BIOS_BOOT_GUID for p in parts):
         options["bios"] = {"partition": next(p.name for p in parts if p.type == BIOS_BOOT_GUID)}

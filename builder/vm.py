@@ -41,6 +41,15 @@ UEFI_FIRMWARE = {
     ),
     Arch.AARCH64: (("/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"),),
 }
+# Secure Boot: firmware with Microsoft's keys (KEK, db: the UEFI CA that signs shim) enrolled and Secure Boot
+# on. x86_64: the SMM build of OVMF (q35 with smm=on and the pflash "secure" property, so that only SMM code
+# can write the variables, as on real machines). aarch64: AAVMF has no SMM; AAVMF_CODE.ms.fd is the plain
+# code and AAVMF_VARS.ms.fd enrols the keys and turns Secure Boot on, so signatures are enforced but the
+# variable store is not protected from the OS.
+SECURE_FIRMWARE = {
+    Arch.X86_64: (("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"),),
+    Arch.AARCH64: (("/usr/share/AAVMF/AAVMF_CODE.ms.fd", "/usr/share/AAVMF/AAVMF_VARS.ms.fd"),),
+}
 FIRMWARE_PACKAGE = {Arch.X86_64: "ovmf", Arch.AARCH64: "qemu-efi-aarch64"}
 TAIL_LINES = 30
 KVM_PROBE_SECONDS = 4.0
@@ -50,6 +59,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[=>cM78]")
 class Firmware(enum.StrEnum):
     BIOS = "bios"
     UEFI = "uefi"
+    UEFI_SECURE = "uefi-secure"  # UEFI with Microsoft's keys enrolled and Secure Boot enforced
 
 
 class BootFailed(ImgbuildError):
@@ -140,18 +150,21 @@ def _firmware_args(arch: Arch, firmware: Firmware, workdir: Path) -> list[str]:
         if arch is not Arch.X86_64:
             raise ImgbuildError(f"{arch} has no BIOS firmware", hint="boot it with --firmware uefi")
         return []  # qemu's default: SeaBIOS
-    for code, vars_template in UEFI_FIRMWARE[arch]:
+    secure = firmware is Firmware.UEFI_SECURE
+    for code, vars_template in (SECURE_FIRMWARE if secure else UEFI_FIRMWARE)[arch]:
         if Path(code).is_file() and Path(vars_template).is_file():
             vars_copy = workdir / "efivars.fd"
             shutil.copyfile(vars_template, vars_copy)
+            smm = ["-global", "driver=cfi.pflash01,property=secure,value=on"]
             return [
+                *(smm if secure and arch is Arch.X86_64 else []),
                 "-drive",
                 f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                 "-drive",
                 f"if=pflash,format=raw,unit=1,file={vars_copy}",
             ]
     raise ImgbuildError(
-        f"no UEFI firmware for {arch} found",
+        f"no {'Secure Boot ' if secure else ''}UEFI firmware for {arch} found",
         hint=f"install the Debian package {FIRMWARE_PACKAGE[arch]}",
     )
 
@@ -161,7 +174,9 @@ def qemu_argv(
 ) -> list[str]:
     kvm = arch is Arch.host() and kvm_usable()
     if arch is Arch.X86_64:
-        machine = ["-machine", "q35", "-accel", "kvm" if kvm else "tcg"]
+        # OVMF's Secure Boot build keeps its variables in SMM: the machine needs SMM emulation.
+        q35 = "q35,smm=on" if firmware is Firmware.UEFI_SECURE else "q35"
+        machine = ["-machine", q35, "-accel", "kvm" if kvm else "tcg"]
     else:
         machine = [
             "-machine",

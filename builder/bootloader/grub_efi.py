@@ -14,6 +14,7 @@ from pathlib import Path
 
 from builder.arch import Arch
 from builder.bootloader import BootloaderError, early_config, grub_mkimage, modules_for
+from builder.bootloader.efi_chain import esp_config_dir, grub_image
 
 PLATFORM = {Arch.X86_64: "x86_64-efi", Arch.AARCH64: "arm64-efi"}
 EFI_SUFFIX = {Arch.X86_64: "x64", Arch.AARCH64: "aa64"}
@@ -92,13 +93,27 @@ def grub_cfg_stub(boot_fs_uuid: str, prefix: str) -> str:
     )
 
 
+def fallback_csv(shim_name: str, vendor: str) -> bytes:
+    """shim's fallback entry file (EFI/<vendor>/BOOT<ARCH>.CSV, UTF-16 with a BOM): fbx64.efi reads it
+    and creates the boot entry `vendor` -> `shim_name` in that directory, then boots it."""
+    line = f"{shim_name},{vendor},,This is the boot entry for {vendor}\n"
+    return b"\xff\xfe" + line.encode("utf-16-le")
+
+
 def esp_tree_from_payload(
     payload: Path, tree: Path, arch: Arch, *, boot_fs_uuid: str, prefix: str = "/grub2"
 ) -> list[Path]:
     """Copy the image's EFI payload to `tree/EFI` and add the grub.cfg stubs; returns the stubs written.
 
-    When the payload has no `EFI/BOOT/BOOT<ARCH>.EFI`, the vendor's shim (or GRUB) is put there, with the
-    GRUB binary beside it, since shim loads GRUB from its own directory.
+    - A stub goes into every vendor directory with a GRUB, and into the directory the GRUB binary itself
+      names as its prefix (read from the binary: Debian's signed GRUB has `/EFI/debian` built in, and under
+      Secure Boot it can read nothing else, nor load a module).
+    - Without `EFI/BOOT/BOOT<ARCH>.EFI`, the vendor's shim (or GRUB) goes there, with GRUB beside it, since
+      shim loads GRUB from its own directory. A `BOOT<ARCH>.EFI` that has neither GRUB nor shim's fallback
+      beside it gets GRUB too.
+    - With shim's fallback (`EFI/BOOT/fb<arch>.efi`), the vendor directory holding shim needs a
+      `BOOT<ARCH>.CSV` naming it: the fallback turns it into the boot entry on first boot (a disk image
+      has no NVRAM to write one into). One is written when the payload lacks it.
     """
     suffix = EFI_SUFFIX[arch]
     efi = tree / "EFI"
@@ -106,7 +121,7 @@ def esp_tree_from_payload(
         if src.is_symlink():
             raise BootloaderError(f"the image's EFI payload has a symlink {src.relative_to(payload)}")
     shutil.copytree(payload, efi, dirs_exist_ok=True)
-    stubs = []
+    stub_dirs: list[Path] = []
     grub_binary: Path | None = None
     shim: Path | None = None
     for vendor in sorted(p for p in efi.iterdir() if p.is_dir() and p.name.upper() != "BOOT"):
@@ -114,17 +129,35 @@ def esp_tree_from_payload(
         if grub is None:
             continue
         grub_binary = grub_binary or grub
-        shim = shim or _find_ci(vendor, f"shim{suffix}.efi")
-        stub = vendor / "grub.cfg"
+        vendor_shim = _find_ci(vendor, f"shim{suffix}.efi")
+        shim = shim or vendor_shim
+        stub_dirs.append(vendor)
+        has_fallback = (efi / "BOOT").is_dir() and _find_ci(efi / "BOOT", f"fb{suffix}.efi") is not None
+        if vendor_shim is not None and has_fallback and _find_ci(vendor, f"BOOT{suffix}.CSV") is None:
+            csv = fallback_csv(vendor_shim.name, vendor.name)
+            (vendor / f"BOOT{suffix.upper()}.CSV").write_bytes(csv)
+    if grub_binary is None:
+        raise BootloaderError(f"the image's EFI payload {payload} has no grub{suffix}.efi")
+    built_in = grub_image(grub_binary.read_bytes())
+    config_dir = esp_config_dir(built_in.prefix if built_in else None)
+    if config_dir is not None:
+        parts = config_dir.split("/")
+        if parts[0].upper() == "EFI" and len(parts) > 1 and ".." not in parts:
+            target = efi.joinpath(*parts[1:])
+            if all(target.resolve() != d.resolve() for d in stub_dirs):
+                target.mkdir(parents=True, exist_ok=True)
+                stub_dirs.append(target)
+    stubs = []
+    for directory in stub_dirs:
+        stub = directory / "grub.cfg"
         stub.write_text(grub_cfg_stub(boot_fs_uuid, prefix))
         stubs.append(stub)
-    if not stubs:
-        raise BootloaderError(f"the image's EFI payload {payload} has no grub{suffix}.efi")
     boot_dir = efi / "BOOT"
     boot_dir.mkdir(exist_ok=True)
     if _find_ci(boot_dir, f"BOOT{suffix}.EFI") is None:
-        assert grub_binary is not None
         shutil.copyfile(shim or grub_binary, boot_dir / f"BOOT{suffix.upper()}.EFI")
         if shim is not None:
             shutil.copyfile(grub_binary, boot_dir / grub_binary.name)
+    elif _find_ci(boot_dir, f"grub{suffix}.efi") is None and _find_ci(boot_dir, f"fb{suffix}.efi") is None:
+        shutil.copyfile(grub_binary, boot_dir / grub_binary.name)
     return stubs

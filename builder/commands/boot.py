@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=options.choice("firmware", [f.value for f in Firmware]),
         metavar=options.metavar(Firmware),
         default=None,
-        help="bios (SeaBIOS) or uefi (OVMF/AAVMF); default: bios on x86_64, uefi on aarch64",
+        help="bios (SeaBIOS), uefi (OVMF/AAVMF) or uefi-secure (OVMF/AAVMF with Microsoft's keys enrolled "
+        "and Secure Boot enforced); default: bios on x86_64, uefi on aarch64",
     )
     parser.add_argument(
         "--arch", type=Arch.parse, default=None, help="x86_64 or aarch64 (default: the host's)"

@@ -8,8 +8,10 @@ from pathlib import Path
 from builder.arch import Arch
 from builder.errors import ImgbuildError
 from builder.example import RECIPE_DIR, build_example
+from builder.example_secureboot import Variant, build_variant
 
 ALL = "all"
+DEFAULT_VARIANT = "default"
 
 
 def _arches(text: str) -> tuple[Arch, ...]:
@@ -46,6 +48,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="DIR",
         help="where the images go (default: .cache/examples/ in the checkout; one subdirectory per arch)",
     )
+    build.add_argument(
+        "--variant",
+        choices=[DEFAULT_VARIANT, *(v.value for v in Variant)],
+        default=DEFAULT_VARIANT,
+        help="default; secureboot (Debian's signed shim and GRUB in bootupd's layout); "
+        "secureboot-ostree-boot (the same in /usr/lib/ostree-boot/efi)",
+    )
     build.add_argument("--force", action="store_true", help="rebuild even when the cached build is current")
     build.set_defaults(func=_build)
 
@@ -58,6 +67,9 @@ def _build(args: argparse.Namespace) -> int:
             hint="run `imgbuild example build` from a git clone of imgbuild",
         )
     for arch in args.arch:
-        image = build_example(arch, output=args.output, force=args.force)
+        if args.variant == DEFAULT_VARIANT:
+            image = build_example(arch, output=args.output, force=args.force)
+        else:
+            image = build_variant(Variant(args.variant), arch, output=args.output, force=args.force)
         print(image.reference, flush=True)
     return 0

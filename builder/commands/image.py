@@ -32,7 +32,17 @@ from targets.platforms import Platform, parse_platform
 
 # The planning options, with the defaults applied when they are not given (None: not given, so that
 # `imgbuild build MANIFEST` can refuse them).
-_PLAN_OPTIONS = ("blueprint", "arch", "rootfs", "size", "seed", "compress", "platform", "target_imgref")
+_PLAN_OPTIONS = (
+    "blueprint",
+    "arch",
+    "rootfs",
+    "size",
+    "seed",
+    "compress",
+    "platform",
+    "target_imgref",
+    "secure_boot",
+)
 
 
 def _type(text: str) -> str:
@@ -112,6 +122,14 @@ def _plan_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="read REF from containers-storage (where podman build leaves it), as bootc-image-builder "
         "--local does; the booted system updates from REF in its registry",
+    )
+    parser.add_argument(
+        "--secure-boot",
+        type=options.choice("Secure Boot mode", ("auto", "require")),
+        metavar="{auto,require}",
+        default=None,
+        help="require: refuse (exit 2, nothing written) an image whose boot chain cannot boot with Secure "
+        "Boot enforced (signed shim, GRUB and kernel); auto (default): install the chain the image has",
     )
     for option, refusal in _BIB_ONLY.items():
         parser.add_argument(option, action=options.Refused, help=argparse.SUPPRESS, refusal=refusal)
@@ -208,6 +226,7 @@ def _make_manifest(types: list[str], reference: str, args: argparse.Namespace) -
         seed=args.seed,
         compression=bool(args.compress),
         platform=args.platform,
+        secure_boot=args.secure_boot == "require",
     )
     manifest = plan(prepared.facts, blueprint, types, plan_options)
     remember_import(manifest, prepared, cache)

@@ -7,7 +7,10 @@ import json
 from typing import Any
 
 from builder.arch import Arch
+from builder.cachedir import locks
 from builder.commands import options, trust_args
+from builder.facts import gather
+from builder.ostree.importer import import_image
 from builder.ostree.signature import verify_image_commit
 from builder.sizefmt import human
 from builder.source.fetch import fetch_image
@@ -41,8 +44,13 @@ def format_text(summary: dict[str, Any]) -> str:
         f"ostree commit: {summary['ostree_commit'] or '-'}",
         f"kernels:       {', '.join(summary['kernels']) or '-'}",
         f"bootable:      {'yes' if summary['bootable'] else 'no'}",
-        "verified:",
     ]
+    boot = summary.get("boot")
+    if boot is not None:
+        problems = boot["secure_boot_problems"]
+        lines.append(f"boot chain:    {boot['chain']}")
+        lines.append(f"secure boot:   {'yes' if boot['secure_boot'] else 'no: ' + '; '.join(problems)}")
+    lines.append("verified:")
     lines += [f"  {line}" for line in summary.get("verified", ())] or ["  no signature (none was required)"]
     lines.append("labels:")
     lines += [f"  {key}={value}" for key, value in summary["labels"].items()] or ["  -"]
@@ -58,19 +66,35 @@ def format_text(summary: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     ref, trust = trust_args.resolve(args)
     registry = options.registry(args)
-    image = fetch_image(
-        ref,
-        arch=args.arch,
-        cache=options.cache_root(args) / "oci",
-        authfile=registry.authfile,
-        tls_verify=registry.tls_verify,
-        policy=trust.policy,
-    )
-    summary = describe(image)
-    verified = list(image.verified)
-    if trust.remote is not None:
-        verified.append(verify_image_commit(image, trust.remote, reference=ref.origin).describe())
-    summary["verified"] = verified
+    cache = options.cache_root(args)
+    # The blobs are read after the fetch and the image is imported: `cache prune` must wait meanwhile.
+    with locks.writing(cache):
+        image = fetch_image(
+            ref,
+            arch=args.arch,
+            cache=cache / "oci",
+            authfile=registry.authfile,
+            tls_verify=registry.tls_verify,
+            policy=trust.policy,
+        )
+        summary = describe(image)
+        verified = list(image.verified)
+        if trust.remote is not None:
+            verified.append(verify_image_commit(image, trust.remote, reference=ref.origin).describe())
+        summary["verified"] = verified
+        if image.ostree_commit is not None:
+            # The boot chain is read from the files themselves (PE signatures, GRUB's built-in prefix and
+            # modules): the image is imported into the cache's repository, as a build would.
+            repo = cache / "repo"
+            result = import_image(image, repo, imgref=ref.skopeo, remote=trust.remote, shown=ref.origin)
+            facts = gather(
+                image, reference=ref.skopeo, origin=ref.origin, repo=repo, commit=result.merge_commit
+            )
+            summary["boot"] = {
+                "chain": facts.boot_chain,
+                "secure_boot": not facts.secure_boot_problems,
+                "secure_boot_problems": list(facts.secure_boot_problems),
+            }
     summary["reference"] = str(ref)
     summary["origin"] = ref.origin
     if args.json:

@@ -16,14 +16,43 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from builder.arch import Arch
+from builder.bootloader import FS_MODULE
+from builder.bootloader.efi_chain import DirTree, examine, require_secure_boot
 from builder.bootloader.grub_bios import install_grub_bios
 from builder.bootloader.grub_cfg import parse_bls_entries, write_grub_cfg
-from builder.bootloader.grub_efi import build_grub_efi, esp_tree_from_payload, find_image_efi_payload
+from builder.bootloader.grub_efi import (
+    PAYLOAD_DIRS,
+    build_grub_efi,
+    esp_tree_from_payload,
+    find_image_efi_payload,
+)
 from builder.disk.esp import populate_esp
 from builder.errors import StageFailed
 from builder.stages.context import BuildContext
 from builder.stages.registry import StageKind
 from builder.stages.sysroot import mount_problems, mounted_sysroot
+
+
+def check_secure_boot(deployment: Path, arch: Arch, boot_fstype: str) -> None:
+    """The deployment's own files, checked again at build time (a manifest may be run long after it was
+    planned, or written by hand): SecureBootUnavailable unless they boot with Secure Boot enforced."""
+    view = DirTree(deployment)
+    kernels = sorted(
+        k
+        for k in view.listdir("usr/lib/modules")
+        if (deployment / "usr/lib/modules" / k / "vmlinuz").is_file()
+    )
+    payload = next((d for d in PAYLOAD_DIRS if view.is_dir(d)), None)
+    platforms = tuple(p for p in ("i386-pc", "x86_64-efi", "arm64-efi") if view.is_dir(f"usr/lib/grub/{p}"))
+    info = examine(
+        view,
+        arch,
+        payload=payload,
+        kernel=kernels[-1] if kernels else None,
+        grub_platforms=platforms,
+        boot_fs_module=FS_MODULE.get(boot_fstype, boot_fstype),
+    )
+    require_secure_boot(str(deployment.name), info.secure_boot_problems)
 
 
 class Grub(StageKind, kind="bootloader.grub"):
@@ -62,6 +91,8 @@ class Grub(StageKind, kind="bootloader.grub"):
                     grub_dir=deployment / "usr/lib/grub/i386-pc",
                     boot_fs=options["boot_fstype"],
                 )
+            if options.get("secure_boot") == "require":
+                check_secure_boot(deployment, arch, options["boot_fstype"])
             if "efi" in options:
                 self._efi(options["efi"], ctx, deployment, arch, options["boot_uuid"])
 

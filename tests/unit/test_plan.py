@@ -36,6 +36,10 @@ FACTS = ImageFacts(
     image_kargs=(),
     os_name="Debian GNU/Linux 12 (bookworm)",
     content_size=400 * MiB,
+    boot_chain="unsigned-grub",
+    secure_boot_problems=(
+        "the image ships no signed shim and GRUB: imgbuild builds an unsigned GRUB from its modules",
+    ),
 )
 
 BLUEPRINT = """

@@ -1,0 +1,151 @@
+"""Secure Boot, enforced: the Secure Boot variants of the example OS (Debian's shim signed by Microsoft's UEFI
+CA, GRUB and kernel signed by Debian) boot under OVMF with Microsoft's keys enrolled (the SMM build, q35
+smm=on) and under AAVMF's Microsoft-keys variable store, and the guest reports Secure Boot enabled.
+
+- qcow2 and raw of the bootupd layout and of the older ostree-boot layout (x86_64), built with
+  `--secure-boot require`; qcow2 of the bootupd layout on aarch64.
+- The same x86_64 image with its GRUB replaced by an unsigned one (the same GRUB, built here with the host's
+  grub-mkimage and the same prefix) does not boot under that firmware: shim refuses it. The unsigned
+  copy boots under plain OVMF, so what stops it is the missing signature, nothing else.
+- `--secure-boot require` refuses the default example (an unsigned GRUB built here) with one line, exit 2,
+  and no output; `imgbuild inspect --json` says which chain each example has.
+
+All boots start together through tests/bootpool.py (two at a time).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from builder import run
+from builder.arch import Arch
+from builder.example import SELFTEST_KARG, SELFTEST_MARKER, ExampleImage
+from builder.example_secureboot import Variant, build_variant
+from tests.bootpool import Outcomes, boot_all
+from tests.imagebuilds import ImageBuilds, imgbuild, partitions
+
+SB_LINE = "IMGBUILD-SECUREBOOT"
+ESP_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+TIMEOUT = {Arch.X86_64: 600, Arch.AARCH64: 900}
+
+
+@pytest.fixture(scope="module")
+def variants() -> dict[tuple[Variant, Arch], ExampleImage]:
+    return {
+        (variant, arch): build_variant(variant, arch)
+        for variant, arch in (
+            (Variant.SECUREBOOT, Arch.X86_64),
+            (Variant.SECUREBOOT_OSTREE_BOOT, Arch.X86_64),
+            (Variant.SECUREBOOT, Arch.AARCH64),
+        )
+    }
+
+
+def _boot(image: Path, arch: Arch, firmware: str, *, marker: str = SELFTEST_MARKER) -> str:
+    """`imgbuild boot` until `marker`; its console output (an AssertionError when the marker never came)."""
+    argv: list[str | Path] = ["boot", image, "--arch", arch.value, "--firmware", firmware, "--marker", marker]
+    argv += ["--append", SELFTEST_KARG, "--timeout", str(TIMEOUT[arch])]
+    return imgbuild(argv).out
+
+
+def unsigned_grub_copy(raw: Path, dest: Path, work: Path) -> Path:
+    """A copy of the raw image whose EFI/debian/grubx64.efi is an unsigned GRUB with the same prefix and
+    the modules the stub and grub.cfg need (written into the ESP with mtools)."""
+    shutil.copyfile(raw, dest)
+    grub = work / "grubx64-unsigned.efi"
+    modules = [
+        "part_gpt", "fat", "ext2", "search", "search_fs_uuid", "configfile", "normal", "linux", "test",
+        "echo", "serial", "terminal", "gzio", "memdisk", "tar",
+    ]  # fmt: skip
+    run.run(["grub-mkimage", "-O", "x86_64-efi", "-d", "/usr/lib/grub/x86_64-efi", "-p", "/EFI/debian",
+             "-o", grub, *modules])  # fmt: skip
+    esp = next(p for p in partitions(dest) if p.type_guid == ESP_GUID)
+    image = f"{dest}@@{esp.start}"
+    run.run(["mcopy", "-o", "-i", image, grub, "::/EFI/debian/grubx64.efi"])
+    return dest
+
+
+@pytest.fixture(scope="module")
+def booted(
+    variants: dict[tuple[Variant, Arch], ExampleImage],
+    images: ImageBuilds,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Outcomes[str, str]:
+    jobs: dict[str, Callable[[], str]] = {}
+    built = {}
+    for (variant, arch), example in variants.items():
+        types = ["qcow2", "raw"] if arch is Arch.X86_64 else ["qcow2"]
+        built[(variant, arch)] = images.multi(types, example.reference, "--secure-boot", "require")
+    sb = built[(Variant.SECUREBOOT, Arch.X86_64)]
+    work = tmp_path_factory.mktemp("unsigned")
+    unsigned = unsigned_grub_copy(sb.target_file("raw"), work / "unsigned.raw", work)
+    for (variant, arch), build in built.items():
+        for target in ("qcow2", "raw") if arch is Arch.X86_64 else ("qcow2",):
+            path = build.target_file(target)
+            jobs[f"{variant}-{arch}-{target}"] = functools.partial(_boot, path, arch, "uefi-secure")
+    # The negative: shim refuses the unsigned GRUB ("Verification failed: (0x1A) Security Violation" in its
+    # error box, then MokManager waits for a key): the boot stops at that line.
+    jobs["unsigned-secure"] = functools.partial(
+        _boot, unsigned, Arch.X86_64, "uefi-secure", marker="Security Violation"
+    )
+    jobs["unsigned-plain"] = functools.partial(_boot, unsigned, Arch.X86_64, "uefi")
+    return boot_all(jobs)
+
+
+def _assert_secure_boot(out: str) -> None:
+    assert SELFTEST_MARKER in out, out[-3000:]
+    line = next(x for x in out.splitlines() if SB_LINE in x)
+    assert "state=enabled" in line and "mokutil=SecureBoot enabled" in line, line
+    # The kernel's own word (its EFI stub, or Debian's "secureboot: Secure boot enabled").
+    assert "Secure boot enabled" in out or "UEFI Secure Boot is enabled" in out, out[-3000:]
+
+
+@pytest.mark.parametrize("target", ["qcow2", "raw"])
+@pytest.mark.parametrize("variant", list(Variant))
+def test_x86_64_boots_with_secure_boot_enforced(
+    booted: Outcomes[str, str], variant: Variant, target: str
+) -> None:
+    _assert_secure_boot(booted.outcome(f"{variant}-{Arch.X86_64}-{target}"))
+
+
+def test_aarch64_boots_under_aavmf_with_microsofts_keys(booted: Outcomes[str, str]) -> None:
+    _assert_secure_boot(booted.outcome(f"{Variant.SECUREBOOT}-{Arch.AARCH64}-qcow2"))
+
+
+def test_unsigned_grub_does_not_boot_with_secure_boot(booted: Outcomes[str, str]) -> None:
+    out = booted.outcome("unsigned-secure")
+    assert "Verification failed: (0x1A) Security Violation" in out, out[-3000:]
+    assert "Linux version" not in out and SB_LINE not in out  # no kernel ever started
+    # Without Secure Boot the very same disk boots: the signature is the only difference.
+    plain = booted.outcome("unsigned-plain")
+    assert SELFTEST_MARKER in plain and "state=disabled" in plain, plain[-3000:]
+
+
+def test_secure_boot_require_refuses_an_unsigned_chain(example_x86_64: ExampleImage, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = imgbuild(
+        ["qcow2", example_x86_64.reference, "--secure-boot", "require", "--output", out], check=False
+    )
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert "cannot boot with Secure Boot: the image ships no signed shim and GRUB" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_inspect_reports_the_boot_chain(
+    variants: dict[tuple[Variant, Arch], ExampleImage],
+    example_x86_64: ExampleImage,
+    example_aarch64: ExampleImage,
+) -> None:
+    cases = [(example_x86_64, Arch.X86_64, "unsigned-grub"), (example_aarch64, Arch.AARCH64, "unsigned-grub")]
+    cases += [(image, arch, "signed-shim-grub") for (_, arch), image in variants.items()]
+    for image, arch, chain in cases:
+        doc = json.loads(imgbuild(["inspect", image.reference, "--arch", arch.value, "--json"]).out)
+        assert doc["boot"]["chain"] == chain, (image.reference, doc["boot"])
+        assert doc["boot"]["secure_boot"] is (chain == "signed-shim-grub"), doc["boot"]

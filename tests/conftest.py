@@ -6,12 +6,13 @@ tools: when they are missing the tests fail (they do not skip), so CI cannot go 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.diskuse import PeakSampler, remove_passed_tmp
 from tests.imagebuilds import ImageBuilds
 
 if TYPE_CHECKING:
@@ -21,6 +22,50 @@ if TYPE_CHECKING:
 
 # Sample images written by ostree-ext's own test suite (origin and licence: tests/data/ostree-ext/README.md).
 FIXTURES = Path(__file__).resolve().parent / "data" / "ostree-ext"
+
+
+_PHASES_PASSED = pytest.StashKey[dict[str, bool]]()
+_DISK: list[PeakSampler] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
+    item.stash.setdefault(_PHASES_PASSED, {})[report.when] = report.passed
+    return report
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _disk_peak(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Records the peak size of the session's temporary directory (printed at the end: tests/diskuse.py)."""
+    sampler = PeakSampler(tmp_path_factory.getbasetemp())
+    sampler.start()
+    _DISK.append(sampler)
+    try:
+        yield
+    finally:
+        sampler.stop()
+
+
+@pytest.fixture(autouse=True)
+def _remove_tmp_path_when_passed(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A passed test's tmp_path is removed when it ends (a failed one's is kept): tests/diskuse.py."""
+    if "tmp_path" not in request.fixturenames:
+        yield
+        return
+    path: Path = request.getfixturevalue("tmp_path")  # the test's own, set up before this one ends
+    yield
+    passed = request.node.stash.get(_PHASES_PASSED, {})
+    if passed.get("setup") and passed.get("call"):
+        remove_passed_tmp(path, _DISK[-1] if _DISK else None)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for sampler in _DISK:
+        for line in sampler.summary():
+            terminalreporter.write_line(f"disk: {line}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,33 +76,41 @@ class Built:
 
 
 class ImageBuilds:
-    """Builds each distinct (format, reference, options) once per test session."""
+    """Builds each distinct (format, reference, options) once per test session.
+
+    Thread-safe: the boot jobs of tests/bootpool.py build their image themselves (so that a failed build
+    fails only its own tests, and a build overlaps another job's boot); builds run one at a time.
+    """
 
     def __init__(self, base: Path) -> None:
         self.base = base
         self._built: dict[tuple[str, ...], Built] = {}
+        self._failed: dict[tuple[str, ...], AssertionError] = {}
+        self._lock = threading.Lock()
 
     def get(self, fmt: str, reference: str, *options: str) -> Built:
-        key = (fmt, reference, *options)
-        if key not in self._built:
-            output = self.base / f"build-{len(self._built)}"
-            imgbuild([fmt, reference, "--output", output, "--progress", "plain", *options])
-            result = check_result(output / "result.json")
-            manifest = json.loads((output / "manifest.json").read_text())
-            self._built[key] = Built(output, output / result["outputs"][0]["path"], result, manifest)
-        return self._built[key]
+        return self._build((fmt, reference, *options), [fmt, reference, *options])
 
     def multi(self, types: Sequence[str], reference: str, *options: str) -> Built:
         """One `imgbuild build --type A --type B ... REF` (once per session); `image`: the first output."""
-        key = ("build", *types, reference, *options)
-        if key not in self._built:
-            output = self.base / f"build-{len(self._built)}"
-            type_args = [arg for name in types for arg in ("--type", name)]
-            imgbuild(["build", *type_args, reference, "--output", output, "--progress", "plain", *options])
-            result = json.loads((output / "result.json").read_text())
-            manifest = json.loads((output / "manifest.json").read_text())
-            self._built[key] = Built(output, output / result["outputs"][0]["path"], result, manifest)
-        return self._built[key]
+        type_args = [arg for name in types for arg in ("--type", name)]
+        return self._build(("build", *types, reference, *options), ["build", *type_args, reference, *options])
+
+    def _build(self, key: tuple[str, ...], args: list[str]) -> Built:
+        with self._lock:
+            if key in self._failed:  # once per session, failures too: every test that needs it says why
+                raise self._failed[key]
+            if key not in self._built:
+                output = self.base / f"build-{len(self._built) + len(self._failed)}"
+                try:
+                    imgbuild([*args, "--output", output, "--progress", "plain"])
+                except AssertionError as e:
+                    self._failed[key] = e
+                    raise
+                result = check_result(output / "result.json")
+                manifest = json.loads((output / "manifest.json").read_text())
+                self._built[key] = Built(output, output / result["outputs"][0]["path"], result, manifest)
+            return self._built[key]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from builder.arch import Arch
 from builder.commands import options
+from builder.errors import ImgbuildError
 from builder.vm import Firmware, boot, image_format
 
 DEFAULT_MARKER = "IMGBUILD-SELFTEST-OK"
@@ -54,7 +55,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--selftest", action="store_true", help=f"add {SELFTEST_ARG} to the kernel arguments")
     parser.add_argument("--memory", type=int, default=1024, metavar="MIB", help="guest memory (1024 MiB)")
+    parser.add_argument(
+        "--smp", type=_cpus, default=2, metavar="N", help="virtual CPUs (2; under TCG each is a host thread)"
+    )
     parser.set_defaults(func=run)
+
+
+def _cpus(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise ImgbuildError(f"--smp {text!r} is not a number of CPUs from 1 to 64", hint="e.g. --smp 1")
+    return int(text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         append=append,
         console=sys.stdout,
         memory_mib=args.memory,
+        smp=args.smp,
     )
     if marker is None:
         print(f"\nimgbuild: the VM stopped after {result.seconds:.0f} s", file=sys.stderr)

@@ -28,6 +28,12 @@ def test_bad_architecture_argument(argv: list[str], capsys: pytest.CaptureFixtur
     assert "unsupported architecture" in _one_error_line(capsys)
 
 
+@pytest.mark.parametrize("smp", ["0", "two", "65"])
+def test_bad_boot_cpu_count(smp: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["boot", "disk.qcow2", "--smp", smp]) == 2
+    assert f"{smp!r} is not a number of CPUs from 1 to 64" in _one_error_line(capsys)
+
+
 def test_unusable_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["serve", "--socket", "/proc/imgbuild-no-such-dir/api.socket", "--state", str(tmp_path / "state")]
     assert main(argv) == 2

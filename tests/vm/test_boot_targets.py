@@ -1,54 +1,93 @@
 """The cloud and VMware outputs boot to the self-test marker: vmdk, vhd, the disk.raw inside the gce archive
 and the ami disk, under SeaBIOS and OVMF on x86_64 (all from one multi-output build), and an aarch64 vmdk and
-ami under AAVMF (from one build)."""
+ami under AAVMF (from one build). The ten boots run two at a time (tests/bootpool.py)."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from builder import run
-from builder.example import SELFTEST_KARG, SELFTEST_MARKER, ExampleImage
-from tests.imagebuilds import Built, ImageBuilds, imgbuild
+from builder.example import SELFTEST_KARG, ExampleImage
+from tests.bootpool import Booted, Outcomes, boot_all, boot_image
+from tests.imagebuilds import Built, ImageBuilds
 
 # The same set as tests/integration/test_targets.py: one build serves both when they run in one session.
 ALL = ("qcow2", "raw", "vmdk", "vhd", "gce", "ova", "ami")
+AARCH64 = ("vmdk", "ami")
+X86_64 = [(target, firmware) for target in ("vmdk", "vhd", "gce", "ami") for firmware in ("bios", "uefi")]
 
 
-def _bootable(built: Built, target: str, tmp: Path) -> Path:
+def _boot_target(built: Built, target: str, tmp: Path, *args: str) -> Booted:
     path = built.target_file(target)
-    if target == "gce":  # GCE boots the disk.raw inside: unpack it as GCE's import does (sparse)
+    if target != "gce":
+        return boot_image(path, "--append", SELFTEST_KARG, *args)
+    # GCE boots the disk.raw inside: unpack it as GCE's import does (sparse), and drop it after the boot.
+    tmp.mkdir()
+    try:
         run.run(["tar", "-xSf", path, "-C", tmp])
-        return tmp / "disk.raw"
-    return path
+        return boot_image(tmp / "disk.raw", "--append", SELFTEST_KARG, *args)
+    finally:
+        shutil.rmtree(tmp)
 
 
-def _boot(image: Path, *args: str) -> str:
-    out = imgbuild(["boot", image, "--append", SELFTEST_KARG, "--timeout", "900", *args]).out
-    return next((line for line in out.splitlines() if SELFTEST_MARKER in line), "")
+@pytest.fixture(scope="module")
+def booted(
+    example_x86_64: ExampleImage,
+    example_aarch64: ExampleImage,
+    images: ImageBuilds,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Outcomes[tuple[str, ...], Booted]:
+    tmp = tmp_path_factory.mktemp("boot-targets")
+
+    def x86_64(target: str, firmware: str) -> Booted:
+        built = images.multi(ALL, example_x86_64.reference)
+        return _boot_target(built, target, tmp / f"{target}-{firmware}", "--firmware", firmware)
+
+    def aarch64(target: str) -> Booted:
+        built = images.multi(AARCH64, example_aarch64.reference)
+        return _boot_target(
+            built, target, tmp / f"aarch64-{target}", "--arch", "aarch64", "--firmware", "uefi"
+        )
+
+    # The aarch64 boots are the longest: they start first, the x86_64 ones fill the other slot meanwhile.
+    jobs: dict[tuple[str, ...], Callable[[], Booted]] = {("aarch64", t): partial(aarch64, t) for t in AARCH64}
+    jobs |= {("x86_64", t, f): partial(x86_64, t, f) for t, f in X86_64}
+    return boot_all(jobs)
 
 
-@pytest.mark.parametrize("firmware", ["bios", "uefi"])
-@pytest.mark.parametrize("target", ["vmdk", "vhd", "gce", "ami"])
+@pytest.mark.parametrize(("target", "firmware"), X86_64)
 def test_x86_64_target_boots(
-    target: str, firmware: str, example_x86_64: ExampleImage, images: ImageBuilds, tmp_path: Path
+    target: str,
+    firmware: str,
+    booted: Outcomes[tuple[str, ...], Booted],
+    example_x86_64: ExampleImage,
+    images: ImageBuilds,
 ) -> None:
     built = images.multi(ALL, example_x86_64.reference)
-    line = _boot(_bootable(built, target, tmp_path), "--firmware", firmware)
+    line = booted.outcome(("x86_64", target, firmware)).line()
     assert f"commit={built.result['commit']}" in line
     assert "console=ttyS0,115200n8" in line
 
 
-@pytest.mark.parametrize("target", ["vmdk", "ami"])
-def test_aarch64_target_boots(target: str, example_aarch64: ExampleImage, images: ImageBuilds) -> None:
-    built = images.multi(("vmdk", "ami"), example_aarch64.reference)
+@pytest.mark.parametrize("target", AARCH64)
+def test_aarch64_target_boots(
+    target: str,
+    booted: Outcomes[tuple[str, ...], Booted],
+    example_aarch64: ExampleImage,
+    images: ImageBuilds,
+) -> None:
+    built = images.multi(AARCH64, example_aarch64.reference)
     # On aarch64 EC2's serial port differs from VMware's: two deployments, two pipelines, one build.
     assert [p["name"] for p in built.manifest["pipelines"]] == ["vmware", "aws"]
     entry = next(e for e in built.result["outputs"] if e["target"] == target)
     assert entry["arch"] == "aarch64"
     if target == "ami":
         assert entry["boot_modes"] == ["uefi"]
-    line = _boot(built.target_file(target), "--arch", "aarch64", "--firmware", "uefi")
+    line = booted.outcome(("aarch64", target)).line()
     assert f"commit={built.result['commit']}" in line
     assert "console=ttyAMA0,115200n8" in line

@@ -16,7 +16,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,8 @@ from builder.devices import loop_device
 from builder.disk import partition as pt
 from builder.disk.esp import populate_esp
 from builder.disk.mkfs import make_filesystem
-from builder.vm import KVM_PROBE_SECONDS, BootTimeout, Firmware, boot, kvm_usable
+from builder.vm import KVM_PROBE_SECONDS, BootResult, BootTimeout, Firmware, boot, kvm_usable
+from tests.bootpool import GUEST_SMP, Booted, Outcomes, boot_all, boot_image
 
 MIB = 1024 * 1024
 BOOT_FS_UUID = "0b0e0b0e-1111-4222-8333-444455556666"
@@ -196,54 +197,79 @@ def _fingerprint(image: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def test_bios_boot_through_the_cli(x86_disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    before = _fingerprint(x86_disk)
-    argv = ["boot", str(x86_disk), "--firmware", "bios", "--marker", BOOTED, "--timeout", "240"]
-    assert cli.main(argv) == 0
-    out = capsys.readouterr()
-    assert "Test OS 12 (ostree:0)" in out.out  # GRUB's menu, on the serial console, on stdout
-    assert f"{BOOTED} cmdline=[" in out.out
-    assert (
-        f"root=UUID={ROOT_FS_UUID} rw console=ttyS0 quiet ostree=/ostree/boot.1/test/0123abcd/0]" in out.out
-    )
-    assert f"{BOOTED!r} seen after" in out.err
-    assert _fingerprint(x86_disk) == before  # qemu wrote to the overlay only
-
-
-def test_uefi_boot_with_appended_kernel_args(x86_disk: Path) -> None:
-    before = _fingerprint(x86_disk)
-    result = boot(
-        x86_disk,
-        arch=Arch.X86_64,
-        firmware=Firmware.UEFI,
-        timeout=300,
-        marker=SELFTEST,
-        append="imgbuild.selftest=1",
-        console=None,
-    )
-    assert result.marker_line == SELFTEST
-    booted = next(line for line in result.console_tail.splitlines() if line.startswith(BOOTED))
-    assert f"root=UUID={ROOT_FS_UUID}" in booted
-    assert booted.count("imgbuild.selftest=1") == 1  # /boot/boot -> . did not get it appended twice
-    assert _fingerprint(x86_disk) == before
-
-
-def test_timeout_names_the_wait_and_the_last_lines(x86_disk: Path, tmp_path: Path) -> None:
-    # As a qcow2, which also proves the format detection and the overlay's backing format.
-    qcow2 = tmp_path / "disk.qcow2"
+@pytest.fixture(scope="module")
+def booted(
+    x86_disk: Path, fingerprint: tuple[int, int], tmp_path_factory: pytest.TempPathFactory
+) -> Outcomes[str, object]:
+    """The module's three boots, two at a time (tests/bootpool.py): BIOS through the CLI, UEFI with
+    appended kernel arguments, and a guest that hangs until the timeout (as a qcow2, which also proves the
+    format detection and the overlay's backing format). `fingerprint` is taken before them."""
+    qcow2 = tmp_path_factory.mktemp("bootloader") / "disk.qcow2"
     run.run(["qemu-img", "convert", "-O", "qcow2", x86_disk, qcow2])
-    # The guest is told to hang instead of powering off, so the timeout is what ends the boot.
-    with pytest.raises(
-        BootTimeout, match=r"no 'NEVER-PRINTED' on the console within 20 s; last lines:"
-    ) as caught:
-        boot(
+    jobs: dict[str, Callable[[], object]] = {
+        "bios-cli": lambda: boot_image(x86_disk, "--firmware", "bios", "--marker", BOOTED, timeout=240),
+        "uefi": lambda: boot(
+            x86_disk,
+            arch=Arch.X86_64,
+            firmware=Firmware.UEFI,
+            timeout=300,
+            smp=GUEST_SMP,
+            marker=SELFTEST,
+            append="imgbuild.selftest=1",
+            console=None,
+        ),
+        # The guest is told to hang instead of powering off, so the timeout is what ends the boot.
+        "timeout": lambda: boot(
             qcow2,
             arch=Arch.X86_64,
             firmware=Firmware.BIOS,
             timeout=20,
+            smp=GUEST_SMP,
             marker="NEVER-PRINTED",
             append="imgbuild.test.hang=1",
-        )
+        ),
+    }
+    return boot_all(jobs)
+
+
+@pytest.fixture(scope="module")
+def fingerprint(x86_disk: Path) -> tuple[int, int]:
+    """The disk's size and mtime before any boot."""
+    return _fingerprint(x86_disk)
+
+
+def test_bios_boot_through_the_cli(
+    x86_disk: Path, fingerprint: tuple[int, int], booted: Outcomes[str, object]
+) -> None:
+    out = booted.outcome("bios-cli")
+    assert isinstance(out, Booted)
+    assert "Test OS 12 (ostree:0)" in out.console  # GRUB's menu, on the serial console, on stdout
+    assert f"{BOOTED} cmdline=[" in out.console
+    assert (
+        f"root=UUID={ROOT_FS_UUID} rw console=ttyS0 quiet ostree=/ostree/boot.1/test/0123abcd/0]"
+        in out.console
+    )
+    assert f"{BOOTED!r} seen after" in out.messages
+    assert _fingerprint(x86_disk) == fingerprint  # qemu wrote to the overlay only
+
+
+def test_uefi_boot_with_appended_kernel_args(
+    x86_disk: Path, fingerprint: tuple[int, int], booted: Outcomes[str, object]
+) -> None:
+    result = booted.outcome("uefi")
+    assert isinstance(result, BootResult)
+    assert result.marker_line == SELFTEST
+    line = next(line for line in result.console_tail.splitlines() if line.startswith(BOOTED))
+    assert f"root=UUID={ROOT_FS_UUID}" in line
+    assert line.count("imgbuild.selftest=1") == 1  # /boot/boot -> . did not get it appended twice
+    assert _fingerprint(x86_disk) == fingerprint
+
+
+def test_timeout_names_the_wait_and_the_last_lines(booted: Outcomes[str, object]) -> None:
+    with pytest.raises(
+        BootTimeout, match=r"no 'NEVER-PRINTED' on the console within 20 s; last lines:"
+    ) as caught:
+        booted.outcome("timeout")
     assert "GNU GRUB" in str(caught.value) or "Booting" in str(caught.value) or BOOTED in str(caught.value)
 
 

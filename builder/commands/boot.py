@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from builder.arch import Arch
-from builder.vm import Firmware, boot, image_format
+from builder.vm import Firmware, Medium, boot, image_format
 
 DEFAULT_MARKER = "IMGBUILD-SELFTEST-OK"
 SELFTEST_ARG = "imgbuild.selftest=1"
@@ -18,8 +18,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "boot",
         help="boot a disk image in qemu and wait for a line on its serial console",
         description=(
-            "Boot IMAGE (raw, qcow2, vmdk, vhd... as qemu-img detects it) in qemu with its serial console on "
-            "stdout, through a throwaway overlay so that the image itself is never modified. Exits 0 when "
+            "Boot IMAGE (raw, qcow2, vmdk, vhd... as qemu-img detects it, or an ISO: as a CD by default) in "
+            "qemu with its serial console on stdout, through a throwaway overlay so that the image itself is "
+            "never modified. Exits 0 when "
             f"the marker appears (default {DEFAULT_MARKER}, which the example OS prints when its kernel "
             f"command line has {SELFTEST_ARG}: use --selftest), 1 when it does not before the timeout."
         ),
@@ -51,6 +52,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--selftest", action="store_true", help=f"add {SELFTEST_ARG} to the kernel arguments")
     parser.add_argument("--memory", type=int, default=1024, metavar="MIB", help="guest memory (1024 MiB)")
+    parser.add_argument(
+        "--medium",
+        choices=[m.value for m in Medium],
+        default=None,
+        help="attach IMAGE as a disk (virtio), a cdrom or a usb stick; default: cdrom for an ISO, else disk",
+    )
     parser.set_defaults(func=run)
 
 
@@ -74,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         append=append,
         console=sys.stdout,
         memory_mib=args.memory,
+        medium=Medium(args.medium) if args.medium else None,
     )
     if marker is None:
         print(f"\nimgbuild: the VM stopped after {result.seconds:.0f} s", file=sys.stderr)

@@ -117,7 +117,9 @@ class LiveIso(Target, name="live-iso"):
     filename = "live.iso"
     format = "iso"
     mime = "application/x-iso9660-image"
-    platform = Platform.METAL
+    # qemu's settings (the serial consoles every platform shares): `build --type qcow2 --type live-iso`
+    # deploys once. The medium's own GRUB menu waits MediumSpec.timeout (5 s), whatever the platform.
+    platform = Platform.QEMU
     needs = ("disk", "deployment")
     uses_iso_metadata: ClassVar[bool] = True
     refers: ClassVar[Mapping[str, str]] = {"mounts[].partition": "filesystem"}

@@ -30,7 +30,7 @@ def test_plan_has_the_iso_ids_and_the_sysroot_mounts() -> None:
     options = _stage(pipeline.stages, "target.live-iso")
     assert options["volume_id"] == "debian-12-live-x86_64"
     assert options["menu_title"] == "Debian GNU/Linux 12 (bookworm) (live)"
-    assert options["platform"] == "metal" and options["compression"] == "zstd"
+    assert options["platform"] == "qemu" and options["compression"] == "zstd"
     assert options["mounts"] == _stage(pipeline.stages, "bootloader.grub")["mounts"]
 
 

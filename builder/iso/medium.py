@@ -53,7 +53,6 @@ from builder.bootloader.grub_efi import (
 )
 from builder.disk.esp import populate_fat_image
 from builder.errors import ImgbuildError
-from targets.platforms import PLATFORMS, Platform
 
 MiB = 1 << 20
 HOST_GRUB_BIOS = Path("/usr/lib/grub/i386-pc")
@@ -129,9 +128,12 @@ def check_ids(volume_id: str, application_id: str, publisher: str) -> None:
             )
 
 
-def console_args(arch: Arch, platform: Platform = Platform.METAL) -> tuple[str, ...]:
+def console_args(arch: Arch, platform: str = "metal") -> tuple[str, ...]:
     """The serial console arguments of `platform` (targets/platforms.py) for `arch`."""
-    return PLATFORMS[platform].consoles[arch]
+    # Imported here: the targets package imports every target, and the ISO targets import this module.
+    from targets.platforms import PLATFORMS, Platform
+
+    return PLATFORMS[Platform(platform)].consoles[arch]
 
 
 def early_config(volume_id: str) -> str:

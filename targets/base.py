@@ -81,6 +81,11 @@ class Target(StageKind):
         """The options the planner writes for this target's stage (validated against the schema)."""
         return {"filename": cls.filename, "platform": plan.platform.value}
 
+    @classmethod
+    def check_image(cls, repo: Path, commit: str) -> None:
+        """Refuse an image this target cannot make an output of (run by `imgbuild plan/FORMAT/build --type`
+        right after the import, and as the stage's preflight for `imgbuild build MANIFEST`)."""
+
     def write(self, disk: Path, dest: Path, options: Mapping[str, Any], scratch: Path) -> None:
         """Write the output `dest` from the raw `disk` (read only); `scratch` is an empty directory."""
         raise NotImplementedError

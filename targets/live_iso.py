@@ -145,7 +145,10 @@ class LiveIso(Target, name="live-iso"):
 
     @classmethod
     def preflight(cls, options: Mapping[str, Any], ctx: BuildContext) -> None:
-        repo, commit = ctx.require_commit()
+        cls.check_image(*ctx.require_commit())
+
+    @classmethod
+    def check_image(cls, repo: Path, commit: str) -> None:
         problem = live_problem(CommitTree(repo, commit))
         if problem is not None:
             raise NotLiveBootable(

@@ -107,6 +107,9 @@ def _make_manifest(types: list[str], reference: str, args: argparse.Namespace) -
     prepared = prepare(ref, arch=args.arch, cache=cache, trust=trust, progress=progress)
     # What the build's ostree.customize would refuse is refused now, before any disk is partitioned.
     check_against_image(blueprint, Path(prepared.import_record["repo"]), prepared.import_record["commit"])
+    # And what a target's own preflight would refuse (the live ISO's initramfs), for the same reason.
+    for name in dict.fromkeys(types):
+        targets.get(name).check_image(Path(prepared.import_record["repo"]), prepared.import_record["commit"])
     options = PlanOptions(
         rootfs=args.rootfs or Rootfs.EXT4,
         size=args.size,

@@ -54,6 +54,8 @@ class ImageFacts:
     # enforced (empty: it can).
     boot_chain: str = "none"
     secure_boot_problems: tuple[str, ...] = ("the image's boot chain was not examined",)
+    # The image's os-release (ID, VERSION_ID, NAME...): the ISO targets' default volume id names the OS.
+    os_release: Mapping[str, str] = field(default_factory=dict)
 
 
 def _shell_vars(text: str | None) -> dict[str, str]:
@@ -114,4 +116,5 @@ def gather(image: Image, *, reference: str, origin: str, repo: Path, commit: str
         ignition=any(tree.exists(path) for path in IGNITION_PATHS),
         boot_chain=chain.chain.value,
         secure_boot_problems=chain.secure_boot_problems,
+        os_release=os_release,
     )

@@ -341,6 +341,11 @@ def plan(facts: ImageFacts, blueprint: Blueprint, targets: Sequence[str], opts: 
         raise ValueError("no output targets to plan")
     if opts.secure_boot:
         require_secure_boot(facts.reference, facts.secure_boot_problems)
+    if blueprint.iso is not None and not any(get_target(t).uses_iso_metadata for t in targets):
+        raise BlueprintError(
+            "customizations.iso applies only to ISO outputs, and none is built",
+            hint="remove [customizations.iso] or build an ISO type (live-iso)",
+        )
     pipelines = tuple(
         _pipeline(facts, blueprint, group, opts) for group in _groups(facts, blueprint, targets, opts)
     )
@@ -501,7 +506,18 @@ def _pipeline(facts: ImageFacts, blueprint: Blueprint, group: _Group, opts: Plan
     boot_modes = tuple(mode for mode, key in (("bios", "bios"), ("uefi", "efi")) if key in grub)
     machine = _MACHINE_NAME.sub("-", name).strip("-.")[:80] or "imgbuild"
     for target, platform in group.targets:
-        options = target.stage_options(TargetPlan(platform, opts.compression, boot_modes, machine))
+        options = target.stage_options(
+            TargetPlan(
+                platform,
+                opts.compression,
+                boot_modes,
+                machine,
+                arch=facts.arch,
+                mounts=tuple(mounts),
+                os_release=facts.os_release,
+                iso=blueprint.iso,
+            )
+        )
         stages.append(Stage(target.kind, options))
     return Pipeline(group.name, tuple(stages))
 

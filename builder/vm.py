@@ -62,6 +62,19 @@ class Firmware(enum.StrEnum):
     UEFI_SECURE = "uefi-secure"  # UEFI with Microsoft's keys enrolled and Secure Boot enforced
 
 
+class Medium(enum.StrEnum):
+    """How the image is attached: a virtio disk, a CD-ROM (an ISO), or a USB stick (an ISO written to one)."""
+
+    DISK = "disk"
+    CDROM = "cdrom"
+    USB = "usb"
+
+
+ISO_MAGIC_OFFSET = (
+    0x8001  # ISO 9660: the first volume descriptor (sector 16) says "CD001" after its type byte
+)
+
+
 class BootFailed(ImgbuildError):
     """The VM did not reach the marker."""
 
@@ -87,6 +100,8 @@ def image_format(image: Path) -> str:
     """The image's format as `qemu-img info` detects it (raw, qcow2, vmdk, vpc...)."""
     if not image.is_file():
         raise NotAnImage(f"{image} does not exist or is not a file")
+    if is_iso(image):
+        return "iso"
     result = run.run(["qemu-img", "info", "--output=json", image], check=False)
     if result.returncode != 0:
         raise NotAnImage(f"{image} is not a disk image qemu can read: {result.stderr.decode().strip()}")
@@ -101,6 +116,13 @@ def image_format(image: Path) -> str:
             if f.read(2) != b"\x55\xaa":
                 raise NotAnImage(f"{image} is not a disk image: it has no MBR or GPT partition table")
     return fmt
+
+
+def is_iso(image: Path) -> bool:
+    """Whether `image` is an ISO 9660 filesystem image (a CD image; a hybrid one is also a disk)."""
+    with open(image, "rb") as f:
+        f.seek(ISO_MAGIC_OFFSET)
+        return f.read(5) == b"CD001"
 
 
 def _fixed_vhd(image: Path) -> bool:
@@ -169,8 +191,45 @@ def _firmware_args(arch: Arch, firmware: Firmware, workdir: Path) -> list[str]:
     )
 
 
+def medium_args(arch: Arch, medium: Medium, path: Path, fmt: str) -> list[str]:
+    """The qemu devices that attach `path` as `medium`, first in the boot order."""
+    if medium is Medium.CDROM:
+        drive = f"file={path},format=raw,if=none,id=cd0,media=cdrom,readonly=on"
+        # A SATA CD on the PC (q35's AHCI: what SeaBIOS and OVMF boot from); arm64's virt machine has no
+        # ATA controller: a SCSI CD on virtio-scsi there.
+        if arch is Arch.X86_64:
+            return ["-drive", drive, "-device", "ide-cd,drive=cd0,bootindex=1"]
+        return [
+            "-drive",
+            drive,
+            "-device",
+            "virtio-scsi-pci,id=scsi0",
+            "-device",
+            "scsi-cd,drive=cd0,bootindex=1",
+        ]
+    drive = f"file={path},format={fmt},if=none,id=disk0,cache=unsafe"
+    if medium is Medium.USB:
+        return [
+            "-drive",
+            drive,
+            "-device",
+            "qemu-xhci,id=xhci",
+            "-device",
+            "usb-storage,drive=disk0,bootindex=1",
+        ]
+    return ["-drive", drive, "-device", "virtio-blk-pci,drive=disk0,bootindex=1"]
+
+
 def qemu_argv(
-    arch: Arch, firmware: Firmware, disk: Path, workdir: Path, *, memory_mib: int, smp: int
+    arch: Arch,
+    firmware: Firmware,
+    disk: Path,
+    workdir: Path,
+    *,
+    memory_mib: int,
+    smp: int,
+    medium: Medium = Medium.DISK,
+    disk_format: str = "qcow2",
 ) -> list[str]:
     kvm = arch is Arch.host() and kvm_usable()
     if arch is Arch.X86_64:
@@ -200,10 +259,7 @@ def qemu_argv(
         "-serial",
         "stdio",
         *_firmware_args(arch, firmware, workdir),
-        "-drive",
-        f"file={disk},format=qcow2,if=none,id=disk0,cache=unsafe",
-        "-device",
-        "virtio-blk-pci,drive=disk0,bootindex=1",
+        *medium_args(arch, medium, disk, disk_format),
     ]
 
 
@@ -218,24 +274,47 @@ def boot(
     console: TextIO | None = None,
     memory_mib: int = 1024,
     smp: int = 2,
+    medium: Medium | None = None,
 ) -> BootResult:
     """Boot `image` until `marker` appears on the serial console (or, without a marker, until it stops).
 
-    The console is copied to `console` as it arrives. Raises BootTimeout when `timeout` seconds pass
-    first, BootFailed when the VM stops first; both carry the last console lines.
+    `medium` defaults to a CD-ROM for an ISO and a disk otherwise; an ISO can also be booted as a USB stick
+    or a disk (a hybrid ISO is both). The console is copied to `console` as it arrives. Raises BootTimeout
+    when `timeout` seconds pass first, BootFailed when the VM stops first; both carry the last console lines.
     """
     fmt = image_format(image)
+    medium = medium or (Medium.CDROM if fmt == "iso" else Medium.DISK)
+    if medium is not Medium.DISK and fmt != "iso":
+        raise NotAnImage(f"{image} is not an ISO image: only an ISO boots as a {medium.value}")
+    if append and fmt == "iso":
+        raise ImgbuildError(
+            f"{image} is an ISO: its kernel arguments are fixed when it is built",
+            hint="build it with the arguments in the blueprint's [customizations.kernel] append",
+        )
     with tempfile.TemporaryDirectory(prefix="imgbuild-vm-") as tmp:
         workdir = Path(tmp)
-        overlay = workdir / "overlay.qcow2"
-        run.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", image.resolve(), "-F", fmt, overlay])
+        if medium is Medium.CDROM:
+            target = image.resolve()  # read-only: nothing to protect
+        else:
+            target = workdir / "overlay.qcow2"
+            backing = "raw" if fmt == "iso" else fmt
+            run.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", image.resolve(), "-F", backing, target])
         if append:
             tcg = not kvm_usable()
             # Under TCG on a busy host the kernel's timer check can fail ("IO-APIC + timer doesn't work",
             # a panic at 0.05 s, seen with two guests on two cores); virtual-machine images pass
             # no_timer_check for the same reason.
-            append_kernel_args(overlay, f"{append} no_timer_check" if tcg else append, tcg=tcg)
-        argv = qemu_argv(arch, firmware, overlay, workdir, memory_mib=memory_mib, smp=smp)
+            append_kernel_args(target, f"{append} no_timer_check" if tcg else append, tcg=tcg)
+        argv = qemu_argv(
+            arch,
+            firmware,
+            target,
+            workdir,
+            memory_mib=memory_mib,
+            smp=smp,
+            medium=medium,
+            disk_format="raw" if medium is Medium.CDROM else "qcow2",
+        )
         stderr_path = workdir / "qemu.stderr"
         with open(stderr_path, "wb") as err:
             return _watch(argv, err, stderr_path, timeout=timeout, marker=marker, console=console)

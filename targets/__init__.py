@@ -24,6 +24,7 @@ TARGET_MODULES = (
     "targets.gce",
     "targets.ova",
     "targets.ami",
+    "targets.live_iso",
 )
 
 
@@ -35,7 +36,7 @@ def all_targets() -> dict[str, type[Target]]:
     for module in TARGET_MODULES:
         importlib.import_module(module)
     registered = register_all()
-    order = [m.rpartition(".")[2] for m in TARGET_MODULES]
+    order = [m.rpartition(".")[2].replace("_", "-") for m in TARGET_MODULES]  # live_iso: live-iso
     return {name: registered[name] for name in sorted(registered, key=order.index)}
 
 

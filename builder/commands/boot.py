@@ -9,7 +9,7 @@ from pathlib import Path
 from builder.arch import Arch
 from builder.commands import options
 from builder.errors import ImgbuildError
-from builder.vm import Firmware, boot, image_format
+from builder.vm import Firmware, Medium, boot, image_format
 
 DEFAULT_MARKER = "IMGBUILD-SELFTEST-OK"
 SELFTEST_ARG = "imgbuild.selftest=1"
@@ -20,8 +20,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "boot",
         help="boot a disk image in qemu and wait for a line on its serial console",
         description=(
-            "Boot IMAGE (raw, qcow2, vmdk, vhd... as qemu-img detects it) in qemu with its serial console on "
-            "stdout, through a throwaway overlay so that the image itself is never modified. Exits 0 when "
+            "Boot IMAGE (raw, qcow2, vmdk, vhd... as qemu-img detects it, or an ISO: as a CD by default) in "
+            "qemu with its serial console on stdout, through a throwaway overlay so that the image itself is "
+            "never modified. Exits 0 when "
             f"the marker appears (default {DEFAULT_MARKER}, which the example OS prints when its kernel "
             f"command line has {SELFTEST_ARG}: use --selftest), 1 when it does not before the timeout."
         ),
@@ -58,6 +59,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--smp", type=_cpus, default=2, metavar="N", help="virtual CPUs (2; under TCG each is a host thread)"
     )
+    parser.add_argument(
+        "--medium",
+        type=options.choice("medium", [m.value for m in Medium]),
+        metavar="{" + ",".join(m.value for m in Medium) + "}",
+        default=None,
+        help="attach IMAGE as a disk (virtio), a cdrom or a usb stick; default: cdrom for an ISO, else disk",
+    )
     parser.set_defaults(func=run)
 
 
@@ -88,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         console=sys.stdout,
         memory_mib=args.memory,
         smp=args.smp,
+        medium=Medium(args.medium) if args.medium else None,
     )
     if marker is None:
         print(f"\nimgbuild: the VM stopped after {result.seconds:.0f} s", file=sys.stderr)

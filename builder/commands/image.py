@@ -220,6 +220,9 @@ def _make_manifest(types: list[str], reference: str, args: argparse.Namespace) -
     )
     # What the build's ostree.customize would refuse is refused now, before any disk is partitioned.
     check_against_image(blueprint, Path(prepared.import_record["repo"]), prepared.import_record["commit"])
+    # And what a target's own preflight would refuse (the live ISO's initramfs), for the same reason.
+    for name in dict.fromkeys(types):
+        targets.get(name).check_image(Path(prepared.import_record["repo"]), prepared.import_record["commit"])
     plan_options = PlanOptions(
         rootfs=args.rootfs or Rootfs.EXT4,
         size=args.size,

@@ -27,7 +27,11 @@ BLUEPRINTS = sorted(
 
 def _plan_refusal(path: Path, rootfs: Rootfs) -> str | None:
     try:
-        plan(FACTS, load_blueprint(str(path)), ["qcow2"], PlanOptions(rootfs=rootfs))
+        blueprint = load_blueprint(str(path))
+        # [customizations.iso] needs an ISO output (a check of the blueprint with its outputs, which
+        # `blueprint check` does not know): such a blueprint is planned as the output it is written for.
+        types = ["live-iso"] if blueprint.iso is not None else ["qcow2"]
+        plan(FACTS, blueprint, types, PlanOptions(rootfs=rootfs))
     except BlueprintError as e:
         return e.message
     return None

@@ -96,7 +96,7 @@ BROKEN: list[tuple[Callable[[dict[str, Any]], None], str]] = [
     (
         _partitions_overflow,
         "pipelines[0].stages[1].options.partitions: "
-        "partition 'boot' does not fit in a disk of 1073741824 bytes",
+        "partition 'boot' does not fit in a disk of 1 GiB",
     ),
     (
         _swap_deploy_and_partition,

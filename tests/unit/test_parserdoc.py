@@ -57,7 +57,7 @@ def test_man_page_has_every_command_and_option(tmp_path: Path, capsys: object) -
     parser = build_parser()
     assert text == man_page(parser)
     for command in list(commands(parser))[1:]:
-        assert f'.SS "{command.name}"' in text
+        assert '.SS "' + command.name.replace("-", "\\-") + '"' in text  # roff escapes hyphens
         for action in command.options():
             for option in action.option_strings:
                 assert f"\\fB{option.replace('-', chr(92) + '-')}\\fR" in text, (command.name, option)

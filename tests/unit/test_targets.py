@@ -17,7 +17,7 @@ from builder.stages import registry
 from targets.base import Target, TargetPlan
 from targets.platforms import Platform
 
-EXPECTED = ("qcow2", "raw", "vmdk", "vhd", "gce", "ova", "ami")
+EXPECTED = ("qcow2", "raw", "vmdk", "vhd", "gce", "ova", "ami", "live-iso")
 TARGETS_DIR = Path(targets.__file__).parent
 
 
@@ -26,9 +26,10 @@ def test_every_target_is_registered_once_in_its_own_module() -> None:
     assert tuple(found) == EXPECTED
     for name, target in found.items():
         assert issubclass(target, Target) and target.name == name
-        assert target.__module__ == f"targets.{name}", "one module per target"
+        module = name.replace("-", "_")  # live-iso: targets/live_iso.py
+        assert target.__module__ == f"targets.{module}", "one module per target"
         assert registry.get(f"target.{name}") is target, "a target is the stage kind target.<name>"
-        assert (TARGETS_DIR / f"{name}.json").is_file(), "its schema beside its module"
+        assert (TARGETS_DIR / f"{module}.json").is_file(), "its schema beside its module"
         assert target.help and target.mime and target.format
     filenames = [t.filename for t in found.values()]
     assert len(set(filenames)) == len(filenames), "one build can write every target: names must differ"
@@ -42,7 +43,8 @@ def test_schema_is_valid_closed_and_takes_the_planned_options(name: str) -> None
     assert set(target.schema["required"]) >= {"filename", "platform"}
     assert target.schema["properties"]["platform"]["enum"] == [p.value for p in Platform]
     for platform in Platform:
-        options = target.stage_options(TargetPlan(platform, True, ("bios", "uefi"), "golden"))
+        mounts = ({"partition": "root", "target": "/", "fstype": "ext4"},)
+        options = target.stage_options(TargetPlan(platform, True, ("bios", "uefi"), "golden", mounts=mounts))
         target.validator().validate(options)
         with pytest.raises(jsonschema.ValidationError):
             target.validator().validate({**options, "colour": "blue"})

@@ -95,8 +95,7 @@ BROKEN: list[tuple[Callable[[dict[str, Any]], None], str]] = [
     (_boot_mounted_twice, "pipelines[0].stages[8].options.mounts[2].target: /boot is mounted twice"),
     (
         _partitions_overflow,
-        "pipelines[0].stages[1].options.partitions: "
-        "partition 'boot' does not fit in a disk of 1 GiB",
+        "pipelines[0].stages[1].options.partitions: partition 'boot' does not fit in a disk of 1 GiB",
     ),
     (
         _swap_deploy_and_partition,

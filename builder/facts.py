@@ -49,6 +49,8 @@ class ImageFacts:
     content_size: int = 0
     # The image configures itself with Ignition on first boot (it needs ignition.platform.id=).
     ignition: bool = False
+    # The image's os-release (ID, VERSION_ID, NAME...): the ISO targets' default volume id names the OS.
+    os_release: Mapping[str, str] = field(default_factory=dict)
 
 
 def _shell_vars(text: str | None) -> dict[str, str]:
@@ -100,4 +102,5 @@ def gather(image: Image, *, reference: str, origin: str, repo: Path, commit: str
         os_name=os_release.get("PRETTY_NAME", os_release.get("NAME", "Linux")),
         content_size=content_size(repo, commit),
         ignition=any(tree.exists(path) for path in IGNITION_PATHS),
+        os_release=os_release,
     )

@@ -20,6 +20,7 @@ from builder.blueprint.model import (
     FilesystemCustomization,
     Group,
     Ignition,
+    IsoCustomization,
     Sshd,
     SshKey,
     User,
@@ -241,6 +242,7 @@ def from_document(doc: Doc) -> Blueprint:
         fips=custom.get("fips", False),
         sshd=Sshd(**custom["sshd"]) if custom.get("sshd") else None,
         container_ref=doc.get("container_ref"),
+        iso=IsoCustomization(**custom["iso"]) if custom.get("iso") else None,
     )
 
 
@@ -288,6 +290,7 @@ def blueprint_to_dict(bp: Blueprint) -> dict[str, Any]:
         "ignition": ignition,
         "fips": bp.fips,
         "sshd": {k: v for k, v in vars(bp.sshd).items() if v is not None} if bp.sshd else None,
+        "iso": _drop_empty(dict(vars(bp.iso))) if bp.iso else None,
     }
     return _drop_empty(
         {

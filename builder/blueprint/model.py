@@ -170,6 +170,15 @@ def kernel_quote(argument: str) -> str:
 
 
 @dataclass(frozen=True)
+class IsoCustomization:
+    """[customizations.iso]: the ISO 9660 ids of ISO outputs (unset: builder/iso/metadata.py's defaults)."""
+
+    volume_id: str | None = None
+    application_id: str | None = None
+    publisher: str | None = None
+
+
+@dataclass(frozen=True)
 class Blueprint:
     name: str = ""
     description: str = ""
@@ -194,6 +203,7 @@ class Blueprint:
     fips: bool = False
     sshd: Sshd | None = None
     container_ref: str | None = None  # the image to build from, when the blueprint names it
+    iso: IsoCustomization | None = None
 
     @classmethod
     def empty(cls) -> Blueprint:

@@ -43,6 +43,14 @@ def populate_esp(image: Path, part: Placed, tree: Path) -> None:
         _copy_tree(drive, tree)
 
 
+def populate_fat_image(image: Path, tree: Path) -> None:
+    """Copy the directory `tree` into the root of the FAT filesystem image file `image` (a whole-file
+    filesystem such as an ISO's El Torito EFI image, well under mtools' 4 GiB limit)."""
+    if not tree.is_dir():
+        raise EspError(f"ESP tree {tree} is not a directory")
+    _copy_tree(os.fspath(image), tree)
+
+
 def _copy_tree(drive: str, tree: Path) -> None:
     # Directories first, parents before children, so that mcopy never has to create one implicitly.
     for dirpath, dirnames, filenames in os.walk(tree):

@@ -337,6 +337,17 @@ def plan(facts: ImageFacts, blueprint: Blueprint, targets: Sequence[str], opts: 
     """The manifest that builds every target in `targets` (names from the targets registry)."""
     if not targets:
         raise ValueError("no output targets to plan")
+    if blueprint.iso is not None and not any(get_target(t).uses_iso_metadata for t in targets):
+        raise BlueprintError(
+            "customizations.iso applies only to ISO outputs, and none is built",
+            hint="remove [customizations.iso] or build an ISO type (live-iso)",
+        )
+    if blueprint.installer is not None and "iso" not in targets:
+        raise BlueprintError(
+            "customizations.installer and installation_device apply only to the installer ISO (iso), "
+            "and it is not built",
+            hint="remove them or build the iso type",
+        )
     pipelines = tuple(
         _pipeline(facts, blueprint, group, opts) for group in _groups(facts, blueprint, targets, opts)
     )
@@ -460,7 +471,19 @@ def _pipeline(facts: ImageFacts, blueprint: Blueprint, group: _Group, opts: Plan
     boot_modes = tuple(mode for mode, key in (("bios", "bios"), ("uefi", "efi")) if key in grub)
     machine = _MACHINE_NAME.sub("-", name).strip("-.")[:80] or "imgbuild"
     for target, platform in group.targets:
-        options = target.stage_options(TargetPlan(platform, opts.compression, boot_modes, machine))
+        options = target.stage_options(
+            TargetPlan(
+                platform,
+                opts.compression,
+                boot_modes,
+                machine,
+                arch=facts.arch,
+                mounts=tuple(mounts),
+                os_release=facts.os_release,
+                iso=blueprint.iso,
+                installer=blueprint.installer,
+            )
+        )
         stages.append(Stage(target.kind, options))
     return Pipeline(group.name, tuple(stages))
 

@@ -284,3 +284,61 @@ def _watch(
 
 def _clean(lines: list[str]) -> list[str]:
     return [_ANSI.sub("", line).replace("\r", "").rstrip() for line in lines]
+
+
+class MediumKind(enum.StrEnum):
+    CD = "cd"
+    USB = "usb"
+
+
+def installer_argv(
+    arch: Arch,
+    firmware: Firmware,
+    medium: Path,
+    kind: MediumKind,
+    disk: Path,
+    workdir: Path,
+    *,
+    memory_mib: int,
+    smp: int,
+) -> list[str]:
+    """qemu booting the ISO `medium` as a CD or a USB stick (first in the boot order), with the qcow2 `disk`
+    as a writable virtio disk (the installer's target, written in place)."""
+    argv = qemu_argv(arch, firmware, disk, workdir, memory_mib=memory_mib, smp=smp)
+    argv[-1] = "virtio-blk-pci,drive=disk0,bootindex=2"
+    argv[-3] += ",discard=unmap"  # the installer zeroes the image's range with BLKZEROOUT: cheap on qcow2
+    iso = f"file={medium.resolve()},format=raw,if=none,id=medium0,readonly=on"
+    if kind is MediumKind.USB:
+        argv += ["-device", "qemu-xhci,id=xhci", "-drive", iso]
+        argv += ["-device", "usb-storage,bus=xhci.0,drive=medium0,removable=on,bootindex=1"]
+    elif arch is Arch.X86_64:  # q35's AHCI controller, as a PC's SATA CD drive
+        argv += ["-drive", iso + ",media=cdrom", "-device", "ide-cd,drive=medium0,bootindex=1"]
+    else:  # the arm virt machine has no AHCI: a SCSI CD on virtio-scsi
+        argv += ["-device", "virtio-scsi-pci,id=scsi0", "-drive", iso + ",media=cdrom"]
+        argv += ["-device", "scsi-cd,bus=scsi0.0,drive=medium0,bootindex=1"]
+    return argv
+
+
+def boot_installer(
+    medium: Path,
+    kind: MediumKind,
+    disk: Path,
+    *,
+    arch: Arch,
+    firmware: Firmware,
+    timeout: float,
+    marker: str | None = None,
+    console: TextIO | None = None,
+    memory_mib: int = 1024,
+    smp: int = 2,
+) -> BootResult:
+    """Boot the installer ISO `medium` with `disk` (a qcow2, written in place) attached, until the guest
+    powers off (`marker` None) or `marker` appears on the console. BootTimeout when neither happens."""
+    if image_format(disk) != "qcow2":
+        raise NotAnImage(f"{disk}: the installer's target disk must be a qcow2 image")
+    with tempfile.TemporaryDirectory(prefix="imgbuild-vm-") as tmp:
+        workdir = Path(tmp)
+        argv = installer_argv(arch, firmware, medium, kind, disk, workdir, memory_mib=memory_mib, smp=smp)
+        stderr_path = workdir / "qemu.stderr"
+        with open(stderr_path, "wb") as err:
+            return _watch(argv, err, stderr_path, timeout=timeout, marker=marker, console=console)

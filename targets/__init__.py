@@ -24,6 +24,7 @@ TARGET_MODULES = (
     "targets.gce",
     "targets.ova",
     "targets.ami",
+    "targets.iso",
 )
 
 

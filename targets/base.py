@@ -13,10 +13,12 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from builder.arch import Arch
+from builder.blueprint.model import InstallerCustomization, IsoCustomization
 from builder.errors import ManifestError
 from builder.stages.context import BuildContext, Output
 from builder.stages.registry import StageKind
@@ -35,6 +37,13 @@ class TargetPlan:
     compression: bool  # --compress
     boot_modes: tuple[str, ...]  # firmware the disk's bootloader stage installs for: "bios", "uefi"
     name: str  # the machine's name where a format has one (OVF): the blueprint's name, else "imgbuild"
+    # What the ISO targets need: the deployment's filesystems as bootloader.grub mounts them (root first),
+    # the image's arch and os-release, and the blueprint's [customizations.iso] (builder/iso/metadata.py).
+    arch: Arch = Arch.X86_64
+    mounts: tuple[Mapping[str, Any], ...] = ()
+    os_release: Mapping[str, str] = field(default_factory=dict)
+    iso: IsoCustomization | None = None
+    installer: InstallerCustomization | None = None  # the installer ISO's disk choice (targets/iso.py)
 
 
 class Target(StageKind):
@@ -51,6 +60,8 @@ class Target(StageKind):
     needs: ClassVar[tuple[str, ...]] = ("disk",)
     # The disk's size is a multiple of this (a cloud that sizes disks in whole GiB takes no other).
     size_alignment: ClassVar[int] = MiB
+    # The target writes an ISO: the blueprint's [customizations.iso] applies to it (refused without one).
+    uses_iso_metadata: ClassVar[bool] = False
 
     def __init_subclass__(cls, /, name: str | None = None, **kwargs: Any) -> None:
         if name is None:

@@ -16,6 +16,7 @@ import hashlib
 import lzma
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,11 @@ from builder.installer.tools import installer_tools
 
 INIT_SCRIPT = Path(__file__).with_name("init.sh")
 CACHE_FORMAT = "imgbuild-installer-env-1"
-_DECOMPRESS = {".xz": lzma.decompress, ".zst": zstandard.decompress, ".gz": gzip.decompress}
+_DECOMPRESS: dict[str, Callable[[bytes], bytes]] = {
+    ".xz": lzma.decompress,
+    ".zst": zstandard.decompress,
+    ".gz": gzip.decompress,
+}
 
 
 class NoKernel(ImgbuildError):

@@ -50,7 +50,7 @@ def load_order(modules_dep: str, wanted: Iterable[str] = WANTED) -> list[str]:
     """The paths (relative to the modules directory) of the wanted modules present in `modules_dep` and of
     everything they depend on, each after its dependencies."""
     table = parse_modules_dep(modules_dep)
-    by_path = {path: deps for path, deps in table.values()}
+    by_path = dict(table.values())
     order: list[str] = []
     seen: set[str] = set()
 

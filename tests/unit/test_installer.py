@@ -17,15 +17,16 @@ from builder.installer.initramfs import INIT_SCRIPT
 from builder.installer.payload import BLOCK, write_payload
 from targets.iso import kernel_args
 
-MODULES_DEP = """\
-kernel/drivers/scsi/sr_mod.ko: kernel/drivers/cdrom/cdrom.ko kernel/drivers/scsi/scsi_mod.ko kernel/drivers/scsi/scsi_common.ko
-kernel/drivers/cdrom/cdrom.ko:
-kernel/drivers/scsi/scsi_mod.ko: kernel/drivers/scsi/scsi_common.ko
-kernel/drivers/scsi/scsi_common.ko:
-kernel/drivers/usb/storage/usb-storage.ko.xz: kernel/drivers/usb/core/usbcore.ko.xz kernel/drivers/scsi/scsi_mod.ko
-kernel/drivers/usb/core/usbcore.ko.xz:
-kernel/sound/unrelated.ko:
-"""
+K = "kernel/drivers"
+MODULES_DEP = (
+    f"{K}/scsi/sr_mod.ko: {K}/cdrom/cdrom.ko {K}/scsi/scsi_mod.ko {K}/scsi/scsi_common.ko\n"
+    f"{K}/cdrom/cdrom.ko:\n"
+    f"{K}/scsi/scsi_mod.ko: {K}/scsi/scsi_common.ko\n"
+    f"{K}/scsi/scsi_common.ko:\n"
+    f"{K}/usb/storage/usb-storage.ko.xz: {K}/usb/core/usbcore.ko.xz {K}/scsi/scsi_mod.ko\n"
+    f"{K}/usb/core/usbcore.ko.xz:\n"
+    "kernel/sound/unrelated.ko:\n"
+)
 
 
 def test_load_order_puts_dependencies_first_and_skips_what_is_absent() -> None:

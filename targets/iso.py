@@ -16,14 +16,13 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar
 
 from builder.arch import Arch
 from builder.errors import ManifestError, StageFailed
 from builder.installer.initramfs import installer_env
 from builder.installer.medium_files import MEDIUM_DIR, write_medium_files
-from builder.iso import medium
-from builder.iso.metadata import resolve
 from builder.stages.context import BuildContext, Output
 from builder.stages.sysroot import mount_problems, mounted_sysroot
 from targets.base import Target, TargetPlan
@@ -34,7 +33,15 @@ from targets.platforms import Platform
 INSTALLER_ARGS = ("quiet", "no_timer_check")
 
 
+def _medium() -> ModuleType:
+    # Imported when used: builder.iso.medium imports targets.platforms, whose package imports this module.
+    from builder.iso import medium
+
+    return medium
+
+
 def kernel_args(options: Mapping[str, Any], arch: Arch) -> str:
+    medium = _medium()
     args = [*medium.console_args(arch, Platform(options["platform"])), *INSTALLER_ARGS]
     args.append(f"imgbuild.install.volid={options['volume_id']}")
     if options.get("device"):
@@ -59,6 +66,8 @@ class Iso(Target, name="iso"):
 
     @classmethod
     def stage_options(cls, plan: TargetPlan) -> dict[str, Any]:
+        from builder.iso.metadata import resolve  # see _medium()
+
         meta = resolve(plan.iso, plan.os_release, plan.arch, "installer")
         installer = plan.installer
         return {
@@ -85,6 +94,7 @@ class Iso(Target, name="iso"):
                 hint="give each target stage its own filename",
             )
         arch = Arch.parse(ctx.arch)
+        medium = _medium()
         disk = ctx.require_disk()
         repo, commit = ctx.require_commit()
         outputs = ctx.workdir / "outputs"
@@ -131,6 +141,7 @@ class Iso(Target, name="iso"):
 
     def check_iso(self, dest: Path, arch: Arch, options: Mapping[str, Any]) -> dict[str, Any]:
         """xorriso reads back the boot images each firmware needs and the volume id the installer finds."""
+        medium = _medium()
         expected = {"BIOS", "UEFI"} if arch is Arch.X86_64 else {"UEFI"}
         found = medium.boot_images(dest)
         if found != expected:

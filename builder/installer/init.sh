@@ -59,7 +59,12 @@ mount -t iso9660 -o ro "$MEDIUM" /mnt/medium || fail "cannot mount the installer
 P=/mnt/medium/imgbuild
 . $P/install.conf   # IMAGE_SIZE, IMAGE_SHA256, ROOT_PART, ROOT_FS (from the build)
 say "medium $MEDIUM: image of $IMAGE_SIZE bytes"
+# On a USB stick the label is found on the hybrid image's partition (sda1) as well as the disk: the disk to
+# keep out of the list is the one holding it.
 MEDIUM_DISK=$(basename "$MEDIUM")
+for d in /sys/block/*; do
+    [ -e "$d/$MEDIUM_DISK" ] && MEDIUM_DISK=$(basename "$d")
+done
 
 disks() {
     for d in /sys/block/*; do

@@ -346,6 +346,12 @@ def plan(facts: ImageFacts, blueprint: Blueprint, targets: Sequence[str], opts: 
             "customizations.iso applies only to ISO outputs, and none is built",
             hint="remove [customizations.iso] or build an ISO type (live-iso)",
         )
+    if blueprint.installer is not None and "iso" not in targets:
+        raise BlueprintError(
+            "customizations.installer and installation_device apply only to the installer ISO (iso), "
+            "and it is not built",
+            hint="remove them or build the iso type",
+        )
     pipelines = tuple(
         _pipeline(facts, blueprint, group, opts) for group in _groups(facts, blueprint, targets, opts)
     )
@@ -516,6 +522,7 @@ def _pipeline(facts: ImageFacts, blueprint: Blueprint, group: _Group, opts: Plan
                 mounts=tuple(mounts),
                 os_release=facts.os_release,
                 iso=blueprint.iso,
+                installer=blueprint.installer,
             )
         )
         stages.append(Stage(target.kind, options))

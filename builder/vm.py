@@ -191,23 +191,36 @@ def _firmware_args(arch: Arch, firmware: Firmware, workdir: Path) -> list[str]:
     )
 
 
-def medium_args(arch: Arch, medium: Medium, path: Path, fmt: str) -> list[str]:
-    """The qemu devices that attach `path` as `medium`, first in the boot order."""
+def medium_args(
+    arch: Arch,
+    medium: Medium,
+    path: Path,
+    fmt: str,
+    *,
+    drive_id: str | None = None,
+    bootindex: int = 1,
+    readonly: bool = False,
+) -> list[str]:
+    """The qemu devices that attach `path` as `medium` at `bootindex` in the boot order."""
     if medium is Medium.CDROM:
-        drive = f"file={path},format=raw,if=none,id=cd0,media=cdrom,readonly=on"
+        drive_id = drive_id or "cd0"
+        drive = f"file={path},format=raw,if=none,id={drive_id},media=cdrom,readonly=on"
         # A SATA CD on the PC (q35's AHCI: what SeaBIOS and OVMF boot from); arm64's virt machine has no
         # ATA controller: a SCSI CD on virtio-scsi there.
         if arch is Arch.X86_64:
-            return ["-drive", drive, "-device", "ide-cd,drive=cd0,bootindex=1"]
+            return ["-drive", drive, "-device", f"ide-cd,drive={drive_id},bootindex={bootindex}"]
         return [
             "-drive",
             drive,
             "-device",
             "virtio-scsi-pci,id=scsi0",
             "-device",
-            "scsi-cd,drive=cd0,bootindex=1",
+            f"scsi-cd,drive={drive_id},bootindex={bootindex}",
         ]
-    drive = f"file={path},format={fmt},if=none,id=disk0,cache=unsafe"
+    drive_id = drive_id or "disk0"
+    drive = f"file={path},format={fmt},if=none,id={drive_id},cache=unsafe" + (
+        ",readonly=on" if readonly else ""
+    )
     if medium is Medium.USB:
         return [
             "-drive",
@@ -215,9 +228,9 @@ def medium_args(arch: Arch, medium: Medium, path: Path, fmt: str) -> list[str]:
             "-device",
             "qemu-xhci,id=xhci",
             "-device",
-            "usb-storage,drive=disk0,bootindex=1",
+            f"usb-storage,drive={drive_id},removable=on,bootindex={bootindex}",
         ]
-    return ["-drive", drive, "-device", "virtio-blk-pci,drive=disk0,bootindex=1"]
+    return ["-drive", drive, "-device", f"virtio-blk-pci,drive={drive_id},bootindex={bootindex}"]
 
 
 def qemu_argv(
@@ -383,3 +396,47 @@ def _watch(
 
 def _clean(lines: list[str]) -> list[str]:
     return [_ANSI.sub("", line).replace("\r", "").rstrip() for line in lines]
+
+
+def installer_argv(
+    arch: Arch,
+    firmware: Firmware,
+    medium: Path,
+    kind: Medium,
+    disk: Path,
+    workdir: Path,
+    *,
+    memory_mib: int,
+    smp: int,
+) -> list[str]:
+    """qemu booting the ISO `medium` as a CD or a USB stick (first in the boot order), with the qcow2 `disk`
+    as a writable virtio disk (the installer's target, written in place)."""
+    argv = qemu_argv(arch, firmware, disk, workdir, memory_mib=memory_mib, smp=smp)
+    argv[-1] = "virtio-blk-pci,drive=disk0,bootindex=2"
+    argv[-3] += ",discard=unmap"  # the installer zeroes the image's range with BLKZEROOUT: cheap on qcow2
+    return argv + medium_args(arch, kind, medium.resolve(), "raw", drive_id="medium0", readonly=True)
+
+
+def boot_installer(
+    medium: Path,
+    kind: Medium,
+    disk: Path,
+    *,
+    arch: Arch,
+    firmware: Firmware,
+    timeout: float,
+    marker: str | None = None,
+    console: TextIO | None = None,
+    memory_mib: int = 1024,
+    smp: int = 2,
+) -> BootResult:
+    """Boot the installer ISO `medium` with `disk` (a qcow2, written in place) attached, until the guest
+    powers off (`marker` None) or `marker` appears on the console. BootTimeout when neither happens."""
+    if image_format(disk) != "qcow2":
+        raise NotAnImage(f"{disk}: the installer's target disk must be a qcow2 image")
+    with tempfile.TemporaryDirectory(prefix="imgbuild-vm-") as tmp:
+        workdir = Path(tmp)
+        argv = installer_argv(arch, firmware, medium, kind, disk, workdir, memory_mib=memory_mib, smp=smp)
+        stderr_path = workdir / "qemu.stderr"
+        with open(stderr_path, "wb") as err:
+            return _watch(argv, err, stderr_path, timeout=timeout, marker=marker, console=console)

@@ -25,6 +25,7 @@ TARGET_MODULES = (
     "targets.ova",
     "targets.ami",
     "targets.live_iso",
+    "targets.iso",
 )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from builder.arch import Arch
-from builder.blueprint.model import IsoCustomization
+from builder.blueprint.model import InstallerCustomization, IsoCustomization
 from builder.errors import ManifestError
 from builder.stages.context import BuildContext, Output
 from builder.stages.registry import StageKind
@@ -43,6 +43,7 @@ class TargetPlan:
     mounts: tuple[Mapping[str, Any], ...] = ()
     os_release: Mapping[str, str] = field(default_factory=dict)
     iso: IsoCustomization | None = None
+    installer: InstallerCustomization | None = None  # the installer ISO's disk choice (targets/iso.py)
 
 
 class Target(StageKind):

@@ -20,6 +20,7 @@ from builder.blueprint.model import (
     FilesystemCustomization,
     Group,
     Ignition,
+    InstallerCustomization,
     IsoCustomization,
     Sshd,
     SshKey,
@@ -243,7 +244,16 @@ def from_document(doc: Doc) -> Blueprint:
         sshd=Sshd(**custom["sshd"]) if custom.get("sshd") else None,
         container_ref=doc.get("container_ref"),
         iso=IsoCustomization(**custom["iso"]) if custom.get("iso") else None,
+        installer=_installer(custom),
     )
+
+
+def _installer(custom: Mapping[str, Any]) -> InstallerCustomization | None:
+    unattended = bool(custom.get("installer", {}).get("unattended", False))
+    device = custom.get("installation_device") or None
+    if not unattended and device is None:
+        return None
+    return InstallerCustomization(unattended=unattended, device=device)
 
 
 def _is_empty(value: object) -> bool:
@@ -291,6 +301,8 @@ def blueprint_to_dict(bp: Blueprint) -> dict[str, Any]:
         "fips": bp.fips,
         "sshd": {k: v for k, v in vars(bp.sshd).items() if v is not None} if bp.sshd else None,
         "iso": _drop_empty(dict(vars(bp.iso))) if bp.iso else None,
+        "installer": {"unattended": True} if bp.installer and bp.installer.unattended else None,
+        "installation_device": bp.installer.device if bp.installer else None,
     }
     return _drop_empty(
         {

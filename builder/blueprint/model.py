@@ -179,6 +179,14 @@ class IsoCustomization:
 
 
 @dataclass(frozen=True)
+class InstallerCustomization:
+    """[customizations.installer] and `installation_device`: how the installer ISO (iso) picks its disk."""
+
+    unattended: bool = False  # install without asking (to `device`, or the only disk there is)
+    device: str | None = None  # customizations.installation_device
+
+
+@dataclass(frozen=True)
 class Blueprint:
     name: str = ""
     description: str = ""
@@ -204,6 +212,7 @@ class Blueprint:
     sshd: Sshd | None = None
     container_ref: str | None = None  # the image to build from, when the blueprint names it
     iso: IsoCustomization | None = None
+    installer: InstallerCustomization | None = None
 
     @classmethod
     def empty(cls) -> Blueprint:

@@ -17,7 +17,7 @@ from builder.stages import registry
 from targets.base import Target, TargetPlan
 from targets.platforms import Platform
 
-EXPECTED = ("qcow2", "raw", "vmdk", "vhd", "gce", "ova", "ami", "live-iso")
+EXPECTED = ("qcow2", "raw", "vmdk", "vhd", "gce", "ova", "ami", "live-iso", "iso")
 TARGETS_DIR = Path(targets.__file__).parent
 
 
@@ -43,8 +43,10 @@ def test_schema_is_valid_closed_and_takes_the_planned_options(name: str) -> None
     assert set(target.schema["required"]) >= {"filename", "platform"}
     assert target.schema["properties"]["platform"]["enum"] == [p.value for p in Platform]
     for platform in Platform:
-        mounts = ({"partition": "root", "target": "/", "fstype": "ext4"},)
-        options = target.stage_options(TargetPlan(platform, True, ("bios", "uefi"), "golden", mounts=mounts))
+        # A root mount for the targets that read the deployment (the ISOs' UEFI loader).
+        root = {"partition": "root", "target": "/", "fstype": "ext4"}
+        plan = TargetPlan(platform, True, ("bios", "uefi"), "golden", mounts=(root,))
+        options = target.stage_options(plan)
         target.validator().validate(options)
         with pytest.raises(jsonschema.ValidationError):
             target.validator().validate({**options, "colour": "blue"})

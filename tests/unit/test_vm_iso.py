@@ -37,7 +37,7 @@ def test_an_iso_is_recognised_by_its_content(iso: Path, tmp_path: Path) -> None:
     [
         (Arch.X86_64, Medium.CDROM, "ide-cd,drive=cd0,bootindex=1"),
         (Arch.AARCH64, Medium.CDROM, "scsi-cd,drive=cd0,bootindex=1"),
-        (Arch.X86_64, Medium.USB, "usb-storage,drive=disk0,bootindex=1"),
+        (Arch.X86_64, Medium.USB, "usb-storage,drive=disk0,removable=on,bootindex=1"),
         (Arch.AARCH64, Medium.DISK, "virtio-blk-pci,drive=disk0,bootindex=1"),
     ],
 )

@@ -106,6 +106,9 @@ class Stage:
         self.claimed: set[str] = set()  # being written or written by this transaction (any object kind)
         self.lock = threading.Lock()
         self.headers: dict[tuple[int, int, int, int], tuple[bytes, bytes]] = {}
+        # What a new file in the staging directory gets without asking (see `_creation_defaults`).
+        self.owner: tuple[int, int] | None = None
+        self.umask: int | None = None
 
     def _dir_fd(self) -> int:
         """The staging directory (made on first use), as a descriptor: no path lookups per object."""
@@ -115,7 +118,19 @@ class Stage:
             if self.dir is None:
                 self.dir = tempfile.mkdtemp(prefix="imgbuild-staging-", dir=self.tmp)
                 self.dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                self.owner, self.umask = _creation_defaults(self.dir_fd)
             return self.dir_fd
+
+    def create_mode(self, uid: int, gid: int, mode: int) -> tuple[int, bool, bool]:
+        """(mode to create the file with, whether fchown and fchmod are still needed).
+
+        Two of the syscalls per object are skipped when they would change nothing: fchown when the file
+        is created with the object's owner already (root's objects, written by root), fchmod when the
+        creation mode survives the umask and no set-id bit has to outlive a chown."""
+        perm = mode & 0o7777 if self.bare else (mode & 0o775) | 0o400
+        chown = self.bare and self.owner != (uid, gid)
+        chmod = self.umask is None or bool(perm & (self.umask | 0o7000))
+        return (0o600 if chmod else perm), chown, chmod
 
     def claim(self, checksum: str) -> bool:
         """False when the content object is in the repository or this transaction has it already;
@@ -139,11 +154,77 @@ class Stage:
         return StagedFile(self, checksum, (uid, gid, mode), xattrs, header, meta)
 
     def write_regfile(
-        self, checksum: str, uid: int, gid: int, mode: int, xattrs: Xattrs, data: bytes
+        self, checksum: str, uid: int, gid: int, mode: int, xattrs: Xattrs, data: bytes | memoryview
     ) -> None:
-        staged = self.open_regfile(checksum, uid, gid, mode, xattrs)
-        staged.write_all(data)
-        staged.finish()
+        """A small object whose content is in memory: checked first, then written with one call each
+        for create, write, (owner, mode,) xattrs, time and close."""
+        header, meta = self._headers(uid, gid, mode, xattrs)
+        digest = hashlib.sha256(header)
+        digest.update(data)
+        actual = digest.hexdigest()
+        if actual != checksum:
+            raise corrupted(checksum, actual)
+        dir_fd = self._dir_fd()
+        create, chown, chmod = self.create_mode(uid, gid, mode)
+        try:
+            fd = os.open(checksum, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, create, dir_fd=dir_fd)
+        except OSError as e:
+            raise object_error(checksum, "cannot create it", e) from e
+        try:
+            try:
+                _write_all(fd, data)
+            except OSError as e:
+                raise object_error(checksum, "cannot write it", e) from e
+            self.apply_metadata(fd, checksum, (uid, gid, mode), xattrs, meta, chown=chown, chmod=chmod)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(checksum, dir_fd=dir_fd)
+            raise
+        os.close(fd)
+        with self.lock:
+            self.staged.add(checksum)
+
+    def apply_metadata(
+        self,
+        fd: int,
+        checksum: str,
+        owner_mode: tuple[int, int, int],
+        xattrs: Xattrs,
+        meta: bytes,
+        *,
+        chown: bool,
+        chmod: bool,
+    ) -> None:
+        uid, gid, mode = owner_mode
+        if self.bare:
+            try:
+                if chown:
+                    os.fchown(fd, uid, gid)
+                if chmod:
+                    os.fchmod(fd, mode)
+            except OSError as e:
+                raise object_error(checksum, f"cannot set owner {uid}:{gid} and mode {mode:o}", e) from e
+            for name, value in xattrs.entries:
+                try:
+                    os.setxattr(fd, name, value)
+                except OSError as e:
+                    if e.errno == errno.EINVAL and not name:
+                        raise object_error(checksum, "an extended attribute has an empty name") from e
+                    raise object_error(checksum, f"cannot set extended attribute {name!r}", e) from e
+        else:
+            try:
+                os.setxattr(fd, OSTREEMETA, meta)
+                # libostree 2022.7's bits (seen on its objects): no setuid/setgid/sticky, no world
+                # write, always readable by us; a user-mode checkout takes them from here.
+                if chmod:
+                    os.fchmod(fd, (mode & 0o775) | 0o400)
+            except OSError as e:
+                raise object_error(checksum, f"cannot set mode and {OSTREEMETA}", e) from e
+        try:
+            os.utime(fd, ns=(0, 0))  # libostree's OSTREE_TIMESTAMP, for tools that compare mtimes
+        except OSError as e:
+            raise object_error(checksum, "cannot set its time", e) from e
 
     def publish(self) -> None:
         """Move every staged object into `objects/` (then the caller's commit_transaction syncs them)."""
@@ -202,17 +283,17 @@ class StagedFile:
         self.meta = meta
         self.hash = hashlib.sha256(header)
         self.name = checksum
+        create, self.chown, self.chmod = stage.create_mode(*owner_mode)
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-            self.fd = os.open(checksum, flags, 0o600, dir_fd=stage._dir_fd())
+            self.fd = os.open(checksum, flags, create, dir_fd=stage._dir_fd())
         except OSError as e:
             raise self.error("cannot create it", e) from e
 
     def error(self, what: str, cause: OSError | None = None) -> ObjectWriteError:
-        detail = f": {os.strerror(cause.errno)}" if cause is not None and cause.errno else ""
-        return ObjectWriteError(f"object {self.checksum}: {what}{detail}")
+        return object_error(self.checksum, what, cause)
 
-    def write_all(self, data: bytes, _cancellable: object = None) -> None:
+    def write_all(self, data: bytes | memoryview, _cancellable: object = None) -> None:
         self.hash.update(data)
         try:
             _write_all(self.fd, data)
@@ -233,13 +314,17 @@ class StagedFile:
         actual = self.hash.hexdigest()
         if actual != self.checksum:
             self.close(failed=True)
-            raise ObjectWriteError(
-                f"object {self.checksum}: Corrupted file object; "
-                f"checksum expected={self.checksum} actual={actual}",
-                corrupt=True,
-            )
+            raise corrupted(self.checksum, actual)
         try:
-            self._apply_metadata()
+            self.stage.apply_metadata(
+                self.fd,
+                self.checksum,
+                self.owner_mode,
+                self.xattrs,
+                self.meta,
+                chown=self.chown,
+                chmod=self.chmod,
+            )
         except BaseException:
             self.close(failed=True)
             raise
@@ -247,31 +332,36 @@ class StagedFile:
         with self.stage.lock:
             self.stage.staged.add(self.checksum)
 
-    def _apply_metadata(self) -> None:
-        uid, gid, mode = self.owner_mode
-        fd = self.fd
-        if self.stage.bare:
-            try:
-                os.fchown(fd, uid, gid)
-                os.fchmod(fd, mode)
-            except OSError as e:
-                raise self.error(f"cannot set owner {uid}:{gid} and mode {mode:o}", e) from e
-            for name, value in self.xattrs.entries:
-                try:
-                    os.setxattr(fd, name, value)
-                except OSError as e:
-                    if e.errno == errno.EINVAL and not name:
-                        raise self.error("an extended attribute has an empty name") from e
-                    raise self.error(f"cannot set extended attribute {name!r}", e) from e
-        else:
-            try:
-                os.setxattr(fd, OSTREEMETA, self.meta)
-                # libostree 2022.7's bits (seen on its objects): no setuid/setgid/sticky, no world
-                # write, always readable by us; a user-mode checkout takes them from here.
-                os.fchmod(fd, (mode & 0o775) | 0o400)
-            except OSError as e:
-                raise self.error(f"cannot set mode and {OSTREEMETA}", e) from e
-        try:
-            os.utime(fd, ns=(0, 0))  # libostree's OSTREE_TIMESTAMP, for tools that compare mtimes
-        except OSError as e:
-            raise self.error("cannot set its time", e) from e
+
+def object_error(checksum: str, what: str, cause: OSError | None = None) -> ObjectWriteError:
+    detail = f": {os.strerror(cause.errno)}" if cause is not None and cause.errno else ""
+    return ObjectWriteError(f"object {checksum}: {what}{detail}")
+
+
+def corrupted(checksum: str, actual: str) -> ObjectWriteError:
+    return ObjectWriteError(
+        f"object {checksum}: Corrupted file object; checksum expected={checksum} actual={actual}",
+        corrupt=True,
+    )
+
+
+def _creation_defaults(dir_fd: int) -> tuple[tuple[int, int] | None, int | None]:
+    """(owner, umask) a file created in the directory gets, where they are certain: the owner is ours
+    when the directory's group is ours too (whether the filesystem gives new files the creator's group or
+    the directory's); the mode is the umask's unless the directory has a default ACL (which replaces it)."""
+    st = os.fstat(dir_fd)
+    owner = (os.geteuid(), os.getegid()) if st.st_gid == os.getegid() and not st.st_mode & 0o2000 else None
+    try:
+        os.getxattr(dir_fd, "system.posix_acl_default")
+        return owner, None
+    except OSError as e:
+        if e.errno not in (errno.ENODATA, errno.EOPNOTSUPP):
+            return owner, None
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return owner, int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return owner, None

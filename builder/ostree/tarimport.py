@@ -20,7 +20,9 @@ the layer's stream has been verified.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import os
 import re
 import stat
 import sys
@@ -56,6 +58,7 @@ _METADATA_TYPES = {
     "commitmeta": (OSTree.ObjectType.COMMIT_META, "a{sv}"),
 }
 EMPTY_XATTRS_SHA256 = hashlib.sha256(b"").hexdigest()
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,9 @@ class _LayerReader:
         if size <= SMALL_REGFILE_SIZE:
             data = tf.read(size)
             if stage is not None:
-                self.writes.submit(checksum, stage.write_regfile, checksum, uid, gid, mode, xattrs, data)
+                self.writes.submit(
+                    checksum, stage.write_regfile, checksum, uid, gid, mode, xattrs, data, size=size
+                )
             else:
                 self.writes.submit(
                     checksum,
@@ -243,6 +248,7 @@ class _LayerReader:
                     xattrs.variant,
                     data,
                     None,
+                    size=size,
                 )
             return
 
@@ -396,3 +402,15 @@ def _abort(repo: Any, stage: loose.Stage | None, error: BaseException) -> None:
             repo.abort_transaction(None)
         except GLib.Error as e:
             error.add_note(f"aborting the ostree transaction failed too: {e.message}")
+
+
+def syncfs(path: Path) -> None:
+    """syncfs(2) of the filesystem holding `path` (Python has no os.syncfs; sync(2) would wait for every
+    filesystem of the machine)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _LIBC.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise ImportFailure(f"cannot sync the ostree repository {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)

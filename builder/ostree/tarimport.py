@@ -9,7 +9,7 @@ layouts exist and both are read here:
 
 Every object is written with the checksum its name claims, recomputed as it is written; a corrupted or
 forged object is rejected. In a `bare` or `bare-user` repository regular files are written by loose.py
-straight into a staging directory in libostree's on-disk format (the GI calls per object cost more than
+straight into `objects/` (each named only once verified) in libostree's on-disk format (the GI calls per object cost more than
 the bytes); metadata objects, symlinks and other repository modes go through libostree. Nothing is
 extracted to the filesystem: a large file streams in fixed-size chunks, so memory stays bounded whatever
 the image size.
@@ -373,8 +373,8 @@ def _new_stage(repo: Any) -> loose.Stage | None:
 def transaction(repo: Any) -> Iterator[None]:
     """An ostree transaction: committed when the block ends cleanly, aborted otherwise (also on SIGINT).
 
-    The content objects loose.py staged are moved into the repository just before libostree commits
-    (and syncs), and removed with the transaction when it is aborted."""
+    The content objects loose.py wrote stay when the transaction commits (libostree syncs them with its
+    commit, or the caller's syncfs before the refs does) and are removed when it is aborted."""
     stage = _new_stage(repo)
     repo.prepare_transaction(None)
     if stage is not None:
@@ -396,7 +396,8 @@ def _abort(repo: Any, stage: loose.Stage | None, error: BaseException) -> None:
     """Abort the transaction; a failure of the clean-up is reported beside the error, never instead of it."""
     try:
         if stage is not None:
-            stage.discard()
+            for failure in stage.discard():
+                error.add_note(f"removing an object of the aborted transaction failed: {failure}")
     finally:
         try:
             repo.abort_transaction(None)

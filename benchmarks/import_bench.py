@@ -129,13 +129,20 @@ def prepare() -> tuple[str, Path, list[Path]]:
     return ref, cache, paths
 
 
+def _settle() -> None:
+    """Nobody else's writeback is paid for by a step's own sync. (Each run writes into directories of its
+    own, deleted only at the end: ext4 without a journal, as on this machine's disk, skips inodes freed in
+    the last minute and checks each of them again on every allocation, so a step started right after
+    deleting the previous run's tree would pay for that deletion.)"""
+    os.sync()
+
+
 def measure_import(ref: str, cache: Path, repo: Path) -> dict[str, float]:
     shutil.rmtree(repo, ignore_errors=True)
-    shutil.rmtree(BENCH / "work" / "tar", ignore_errors=True)
     for marker in (cache / "imgbuild" / "verified").glob("*"):
         marker.unlink()  # verify every layer again, as a first import does
     report = BENCH / "import-rusage.json"
-    os.sync()  # nobody else's writeback is paid for by the import's own syncfs
+    _settle()
     t0 = time.monotonic()
     done = run.run(
         [sys.executable, "-c", MEASURE, str(report), "import", ref, "--repo", str(repo)],
@@ -163,7 +170,7 @@ def measure_tar(tars: list[Path], dest: Path) -> tuple[float, float, float]:
     """(tar -x alone, tar -x then sync, CPU seconds of tar): libostree syncs what it wrote, tar does not."""
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir()
-    os.sync()
+    _settle()
     cpu0 = _children_cpu()
     t0 = time.monotonic()
     for tar in tars:
@@ -209,8 +216,8 @@ def main() -> int:
     peaks: list[float] = []
     try:
         for i in range(args.runs):
-            imp = measure_import(ref, cache, work / "repo")
-            tar, tar_sync, tar_cpu = measure_tar(tars, work / "tar")
+            imp = measure_import(ref, cache, work / f"repo-{i}")
+            tar, tar_sync, tar_cpu = measure_tar(tars, work / f"tar-{i}")
             verify = measure_verify(layer_blobs())
             print(f"run {i + 1}: {len(tars)} layers, {layer_bytes / MiB:.0f} MiB of tar")
             print(f"  imgbuild import : {imp['wall']:7.1f} s  ({layer_bytes / MiB / imp['wall']:.0f} MiB/s)")

@@ -9,8 +9,9 @@ layouts exist and both are read here:
 
 Every object is written with the checksum its name claims, recomputed as it is written; a corrupted or
 forged object is rejected. In a `bare` or `bare-user` repository regular files are written by loose.py
-straight into `objects/` (each named only once verified) in libostree's on-disk format (the GI calls per object cost more than
-the bytes); metadata objects, symlinks and other repository modes go through libostree. Nothing is
+straight into `objects/` (each named only once verified) in libostree's on-disk format (the GI calls per
+object cost more than the bytes); metadata objects, symlinks and other repository modes go through
+libostree. Nothing is
 extracted to the filesystem: a large file streams in fixed-size chunks, so memory stays bounded whatever
 the image size.
 

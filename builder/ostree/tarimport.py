@@ -9,8 +9,9 @@ layouts exist and both are read here:
 
 Every object is written with the checksum its name claims, recomputed as it is written; a corrupted or
 forged object is rejected. In a `bare` or `bare-user` repository regular files are written by loose.py
-straight into a staging directory in libostree's on-disk format (the GI calls per object cost more than
-the bytes); metadata objects, symlinks and other repository modes go through libostree. Nothing is
+straight into `objects/` (each named only once verified) in libostree's on-disk format (the GI calls per
+object cost more than the bytes); metadata objects, symlinks and other repository modes go through
+libostree. Nothing is
 extracted to the filesystem: a large file streams in fixed-size chunks, so memory stays bounded whatever
 the image size.
 
@@ -20,7 +21,9 @@ the layer's stream has been verified.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import os
 import re
 import stat
 import sys
@@ -56,6 +59,7 @@ _METADATA_TYPES = {
     "commitmeta": (OSTree.ObjectType.COMMIT_META, "a{sv}"),
 }
 EMPTY_XATTRS_SHA256 = hashlib.sha256(b"").hexdigest()
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -231,7 +235,9 @@ class _LayerReader:
         if size <= SMALL_REGFILE_SIZE:
             data = tf.read(size)
             if stage is not None:
-                self.writes.submit(checksum, stage.write_regfile, checksum, uid, gid, mode, xattrs, data)
+                self.writes.submit(
+                    checksum, stage.write_regfile, checksum, uid, gid, mode, xattrs, data, size=size
+                )
             else:
                 self.writes.submit(
                     checksum,
@@ -243,6 +249,7 @@ class _LayerReader:
                     xattrs.variant,
                     data,
                     None,
+                    size=size,
                 )
             return
 
@@ -367,8 +374,8 @@ def _new_stage(repo: Any) -> loose.Stage | None:
 def transaction(repo: Any) -> Iterator[None]:
     """An ostree transaction: committed when the block ends cleanly, aborted otherwise (also on SIGINT).
 
-    The content objects loose.py staged are moved into the repository just before libostree commits
-    (and syncs), and removed with the transaction when it is aborted."""
+    The content objects loose.py wrote stay when the transaction commits (libostree syncs them with its
+    commit, or the caller's syncfs before the refs does) and are removed when it is aborted."""
     stage = _new_stage(repo)
     repo.prepare_transaction(None)
     if stage is not None:
@@ -390,9 +397,22 @@ def _abort(repo: Any, stage: loose.Stage | None, error: BaseException) -> None:
     """Abort the transaction; a failure of the clean-up is reported beside the error, never instead of it."""
     try:
         if stage is not None:
-            stage.discard()
+            for failure in stage.discard():
+                error.add_note(f"removing an object of the aborted transaction failed: {failure}")
     finally:
         try:
             repo.abort_transaction(None)
         except GLib.Error as e:
             error.add_note(f"aborting the ostree transaction failed too: {e.message}")
+
+
+def syncfs(path: Path) -> None:
+    """syncfs(2) of the filesystem holding `path` (Python has no os.syncfs; sync(2) would wait for every
+    filesystem of the machine)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _LIBC.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise ImportFailure(f"cannot sync the ostree repository {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)

@@ -50,13 +50,18 @@ class _Hashing(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        data = self._inner.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.count += n
+    def read(self, size: int | None = -1, /) -> bytes:
+        """The inner reader's bytes as they are (RawIOBase.read would copy them twice)."""
+        data = self._inner.read(CHUNK if size is None or size < 0 else size)
+        self.count += len(data)
         if self.hash is not None:
             self.hash.update(data)
+        return data
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
         return n
 
     def digest(self) -> str:
@@ -74,13 +79,16 @@ class _Guarded(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+    def read(self, size: int | None = -1, /) -> bytes:
         try:
-            data = self._inner.read(len(buffer))
+            return self._inner.read(CHUNK if size is None or size < 0 else size)
         except (OSError, EOFError, zlib.error, _ISAL_ERROR, zstandard.ZstdError) as e:
             raise VerificationError(
                 f"layer {self._layer.digest}: its compressed data is corrupt ({e})", hint=_HINT
             ) from e
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
         n = len(data)
         buffer[:n] = data
         return n
@@ -88,8 +96,11 @@ class _Guarded(io.RawIOBase):
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-PIPE_CHUNK = 256 * 1024  # decompressed bytes per hand-over between the two threads
+PIPE_CHUNK = 1024 * 1024  # decompressed bytes per hand-over between the two threads
 QUEUE_DEPTH = 4  # hand-overs in flight (memory: about QUEUE_DEPTH + 2 of them)
+# Compressed bytes fed to inflate at a time: small enough that one call usually consumes all of it
+# (a bounded output leaves the rest as `unconsumed_tail`, copied again on each call).
+GZIP_INPUT = 256 * 1024
 
 
 def sniff_compression(head: bytes) -> Compression:
@@ -118,7 +129,7 @@ class _Gunzip:
         if self._pending:
             data, self._pending = self._pending, b""
             return data
-        data = self._raw.read(CHUNK)
+        data = self._raw.read(GZIP_INPUT)
         if not data:
             if self._in_member:
                 raise EOFError("Compressed file ended before the end-of-stream marker was reached")

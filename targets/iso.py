@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 from builder.arch import Arch
-from builder.errors import ManifestError, StageFailed
+from builder.errors import ManifestError
 from builder.installer.initramfs import installer_env
 from builder.installer.medium_files import MEDIUM_DIR, write_medium_files
 from builder.stages.context import BuildContext, Output
@@ -125,7 +125,7 @@ class Iso(Target, name="iso"):
                 medium.write_iso(spec, dest, scratch)
         finally:
             shutil.rmtree(scratch)
-        record = self.check_iso(dest, arch, options)
+        record: dict[str, Any] = _medium().check_written(dest, arch, options["volume_id"])
         record.update(
             disk_size=payload.image_size,
             payload_size=payload.compressed_bytes,
@@ -138,17 +138,3 @@ class Iso(Target, name="iso"):
         )
         meta = {"target": self.name, "platform": options["platform"], "arch": ctx.arch}
         ctx.outputs.append(Output(dest, self.format, filename, {**meta, **record}))
-
-    def check_iso(self, dest: Path, arch: Arch, options: Mapping[str, Any]) -> dict[str, Any]:
-        """xorriso reads back the boot images each firmware needs and the volume id the installer finds."""
-        medium = _medium()
-        expected = {"BIOS", "UEFI"} if arch is Arch.X86_64 else {"UEFI"}
-        found = medium.boot_images(dest)
-        if found != expected:
-            raise StageFailed(
-                f"{dest.name} has El Torito boot images {sorted(found)}, expected {sorted(expected)}"
-            )
-        volume_id = medium.read_pvd(dest).get("volume_id")
-        if volume_id != options["volume_id"]:
-            raise StageFailed(f"{dest.name} has volume id {volume_id!r}, expected {options['volume_id']!r}")
-        return {"volume_id": volume_id, "boot_modes": sorted(m.lower() for m in found)}

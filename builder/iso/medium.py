@@ -52,7 +52,7 @@ from builder.bootloader.grub_efi import (
     removable_path,
 )
 from builder.disk.esp import populate_fat_image
-from builder.errors import ImgbuildError
+from builder.errors import ImgbuildError, StageFailed
 
 MiB = 1 << 20
 HOST_GRUB_BIOS = Path("/usr/lib/grub/i386-pc")
@@ -338,3 +338,19 @@ def read_pvd(iso: Path) -> dict[str, str]:
         if sep and key.strip() in names:
             found[names[key.strip()]] = value.strip()
     return found
+
+
+def check_written(iso: Path, arch: Arch, volume_id: str) -> dict[str, object]:
+    """Read a written ISO back with xorriso: the El Torito boot images each firmware of `arch` needs
+    (BIOS and UEFI on x86_64, UEFI on aarch64) and the volume id the medium is found by. Returns the
+    result.json fields `volume_id` and `boot_modes`."""
+    expected = {"BIOS", "UEFI"} if arch is Arch.X86_64 else {"UEFI"}
+    found = boot_images(iso)
+    if found != expected:
+        raise StageFailed(
+            f"{iso.name} has El Torito boot images {sorted(found)}, expected {sorted(expected)}"
+        )
+    written = read_pvd(iso).get("volume_id")
+    if written != volume_id:
+        raise StageFailed(f"{iso.name} has volume id {written!r}, expected {volume_id!r}")
+    return {"volume_id": written, "boot_modes": sorted(m.lower() for m in found)}

@@ -13,7 +13,6 @@ from builder.arch import Arch
 from builder.cachedir import locks
 from builder.commands import options, trust_args
 from builder.ostree.importer import import_image
-from builder.source.fetch import fetch_image
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,18 +33,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_import(args: argparse.Namespace) -> int:
     ref, trust = trust_args.resolve(args)
-    registry = options.registry(args)
     cache = options.cache_root(args)
     # The layers are read from the cache's blobs: `cache prune` must not remove them meanwhile.
     with locks.writing(cache):
-        image = fetch_image(
-            ref,
-            arch=args.arch,
-            cache=cache / "oci",
-            authfile=registry.authfile,
-            tls_verify=registry.tls_verify,
-            policy=trust.policy,
-        )
+        image = options.fetch(args, ref, trust)
         result = import_image(image, args.repo, imgref=ref.skopeo, remote=trust.remote, shown=ref.origin)
     if result.signature is not None:
         print(f"verified: {result.signature.describe()}", file=sys.stderr)

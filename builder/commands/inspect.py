@@ -13,7 +13,6 @@ from builder.facts import gather
 from builder.ostree.importer import import_image
 from builder.ostree.signature import verify_image_commit
 from builder.sizefmt import human
-from builder.source.fetch import fetch_image
 from builder.source.inspect import describe
 
 
@@ -65,18 +64,10 @@ def format_text(summary: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     ref, trust = trust_args.resolve(args)
-    registry = options.registry(args)
     cache = options.cache_root(args)
     # The blobs are read after the fetch and the image is imported: `cache prune` must wait meanwhile.
     with locks.writing(cache):
-        image = fetch_image(
-            ref,
-            arch=args.arch,
-            cache=cache / "oci",
-            authfile=registry.authfile,
-            tls_verify=registry.tls_verify,
-            policy=trust.policy,
-        )
+        image = options.fetch(args, ref, trust)
         summary = describe(image)
         verified = list(image.verified)
         if trust.remote is not None:

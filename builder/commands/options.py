@@ -21,6 +21,10 @@ from builder.blueprint.sizes import SYNTAX, SizeError, parse_size
 from builder.errors import ImgbuildError
 from builder.paths import cache_dir
 from builder.source.access import RegistryAccess
+from builder.source.fetch import fetch_image
+from builder.source.image import Image
+from builder.source.reference import Reference
+from builder.source.trust import Trust
 
 
 class Parser(argparse.ArgumentParser):
@@ -106,6 +110,21 @@ def registry(args: argparse.Namespace) -> RegistryAccess:
 def cache_root(args: argparse.Namespace) -> Path:
     given: Path | None = getattr(args, "cache", None)
     return given if given is not None else cache_dir()
+
+
+def fetch(args: argparse.Namespace, ref: Reference, trust: Trust) -> Image:
+    """Fetch `ref` into the cache (`--cache`) with the registry options (`--authfile`, `--tls-verify`), for
+    `--arch`, verified by `trust`'s policy. The caller holds the cache's writer lock while it reads the
+    blobs."""
+    access = registry(args)
+    return fetch_image(
+        ref,
+        arch=args.arch,
+        cache=cache_root(args) / "oci",
+        authfile=access.authfile,
+        tls_verify=access.tls_verify,
+        policy=trust.policy,
+    )
 
 
 def check_output_dir(directory: Path) -> None:

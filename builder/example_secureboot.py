@@ -5,10 +5,14 @@ bootupd's layout, as current Fedora and CentOS images do: `usr/lib/bootupd/updat
 `usr/lib/bootupd/updates/EFI.json`. `secureboot-ostree-boot` carries the same files in the older
 `usr/lib/ostree-boot/efi/EFI/…` layout of Fedora 36. Debian's kernel is signed already.
 
-The recipe is examples/debian/ (untouched) plus examples/secureboot/ (extra packages, a self-test that
-prints the Secure Boot state). The variants live in `<examples>/<variant>/<arch>/` with a cache key of their
-own, so building them never changes or rebuilds the default example. One mmdebstrap serves every stale
-variant of an architecture.
+The variants are derived from the default example (examples/debian/, untouched) the way images are derived
+from a base: its commit plus an overlay, committed with `--tree=ref` and `--tree=dir`. The overlay holds the
+signed EFI binaries of the packages in examples/secureboot/packages.txt (downloaded by apt for the target
+architecture and unpacked with dpkg-deb: no maintainer script and no target program runs, so no second
+mmdebstrap and no emulation) and a self-test that prints the Secure Boot state. The variants live in
+`<examples>/<variant>/<arch>/` with a cache key of their own (the default example's key and commit, this
+recipe, the archive's state), so building them never changes the default example's key. One download
+serves every stale variant of an architecture.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import example, paths, run
+from builder import debfetch, example, paths, run
 from builder.arch import Arch
+from builder.errors import NeedsRoot
 
 log = logging.getLogger(__name__)
 
 RECIPE_DIR = paths.PROJECT_ROOT / "examples" / "secureboot"
-CACHE_FORMAT = "imgbuild-example-secureboot-1"
+CACHE_FORMAT = "imgbuild-example-secureboot-2"  # 2: derived from the default example
 VENDOR = "debian"  # the directory Debian's signed GRUB takes its prefix from (/EFI/debian)
 SELFTEST = "usr/libexec/imgbuild-selftest"
 EFI_SUFFIX = {Arch.X86_64: "x64", Arch.AARCH64: "aa64"}
@@ -82,18 +87,22 @@ def recipe_digest() -> str:
     return h.hexdigest()
 
 
-def cache_key(variant: Variant, arch: Arch, recipe: str, archive: tuple[tuple[str, str], ...]) -> str:
-    h = hashlib.sha256(f"{CACHE_FORMAT}\0{variant.value}\0{arch.value}\0{recipe}\0".encode())
+def cache_key(
+    variant: Variant,
+    arch: Arch,
+    recipe: str,
+    archive: tuple[tuple[str, str], ...],
+    base_key: str,
+    base_commit: str,
+) -> str:
+    """The variant's recipe, the archive's state (it pins the signed packages' versions) and the default
+    example it is derived from."""
+    h = hashlib.sha256(
+        f"{CACHE_FORMAT}\0{variant.value}\0{arch.value}\0{recipe}\0{base_key}\0{base_commit}\0".encode()
+    )
     for url, digest in archive:
         h.update(f"{url}\0{digest}\0".encode())
     return h.hexdigest()
-
-
-def mmdebstrap_argv(arch: Arch, target: Path) -> list[str]:
-    """The example's mmdebstrap command with the signed boot chain's packages added."""
-    argv = example.mmdebstrap_argv(arch, target)
-    suite = argv.index(example.SUITE)
-    return [*argv[:suite], f"--include={','.join(read_packages(arch))}", *argv[suite:]]
 
 
 def place_payload(tree: Path, arch: Arch, variant: Variant, versions: dict[str, str]) -> Path:
@@ -150,22 +159,132 @@ class _Out:
     key: str
 
 
-def _commit(repo: Path, tree: Path, variant: Variant, arch: Arch, kernel: str, key: str) -> str:
+@dataclass(frozen=True)
+class _Base:
+    """The default example a variant is derived from."""
+
+    image: example.ExampleImage
+    key: str
+    version: str  # its commit's `version` metadata
+    packages: dict[str, str]
+    tree_bytes: int
+
+
+def _base(arch: Arch, output: Path) -> _Base:
+    image = example.build_example(arch, output=output)
+    manifest = example.example_manifest(image)
+    version = run.run(
+        ["ostree", f"--repo={image.repo}", "show", "--print-metadata-key=version", image.commit]
+    ).out.strip()
+    return _Base(
+        image=image,
+        key=str(manifest["key"]),
+        version=version.strip("'"),  # printed as a GVariant string
+        packages=dict(manifest["packages"]),
+        tree_bytes=int(manifest["tree_bytes"]),
+    )
+
+
+def _check_host() -> None:
+    if not run.is_root():
+        raise NeedsRoot(
+            "building the Secure Boot example needs root (files owned by root, ostree commit)",
+            hint="run it as root",
+        )
+    for tool in ("ostree", "apt-get", "dpkg-deb"):
+        run.require(tool)
+
+
+def _overlay(work: Path, arch: Arch, base: _Base) -> tuple[Path, dict[str, str]]:
+    """What the variants add to the default example, as a directory laid over its commit: the signed
+    binaries (from Debian's packages, unpacked, no maintainer script) where place_payload takes them, and
+    the self-test. Returns the directory and the unpacked packages' versions (`package:arch`)."""
+    wanted = read_packages(arch)
+    debs = debfetch.download(arch, example.read_sources(), wanted, work / "apt")
+    missing = sorted(set(wanted) - {deb.package for deb in debs})
+    if missing:
+        raise example.ExampleBuildError(f"apt downloaded no {', '.join(missing)} for {arch.debian}")
+    overlay = work / "overlay"
+    for deb in debs:
+        debfetch.unpack(deb, work / "unpacked")
+    # Only the signed EFI binaries: nothing else of these packages is used, and dpkg never sees them.
+    for src_dir in ("usr/lib/shim", SIGNED_GRUB_DIR[arch]):
+        dest = overlay / src_dir
+        dest.mkdir(parents=True)
+        for src in sorted((work / "unpacked" / src_dir).glob("*.efi.signed")):
+            shutil.copy2(src, dest / src.name)
+    selftest = overlay / SELFTEST
+    selftest.parent.mkdir(parents=True, exist_ok=True)
+    original = run.run(["ostree", f"--repo={base.image.repo}", "cat", base.image.commit, f"/{SELFTEST}"])
+    selftest.write_bytes(original.stdout)
+    selftest.chmod(0o755)  # as in the commit (ostree ls: -00755 0 0)
+    install_selftest(overlay)  # moves it to imgbuild-selftest.base
+    # Directories of the overlay replace those of the commit in the result: give them the commit's
+    # metadata (root:root 0755 in the example; mkdtemp made the top 0700).
+    for path in (overlay, *(p for p in overlay.rglob("*") if p.is_dir())):
+        path.chmod(0o755)
+    return overlay, {deb.key: deb.version for deb in debs}
+
+
+def _file_bytes(tree: Path) -> int:
+    return sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
+
+
+def _build(arch: Arch, base: _Base, stale: list[_Out]) -> None:
+    """The variants of `arch` derived from the default example's commit: its objects are imported into
+    the variant's repository and the overlay is committed on top (`--tree=ref` then `--tree=dir`), so
+    nothing of the 400 MB tree is checked out or hashed again."""
+    started = time.monotonic()
+    with example._workdir() as work:
+        log.info("deriving the %s Secure Boot example from the default example", arch.value)
+        overlay, unpacked = _overlay(work, arch, base)
+        packages = base.packages | unpacked
+        for item in stale:
+            item.out.mkdir(parents=True, exist_ok=True)
+            place_payload(overlay, arch, item.variant, packages)
+            size = base.tree_bytes + _file_bytes(overlay)
+            commit = _commit(item.out / "repo", overlay, item.variant, arch, base, item.key)
+            # The next variant starts from the bare overlay: no directory of this layout is left behind
+            # (usr/lib/bootupd and usr/lib/ostree-boot are not in the default example).
+            shutil.rmtree(overlay / "/".join(item.variant.payload_dir.split("/")[:3]))
+            manifest = {
+                "format": CACHE_FORMAT,
+                "variant": item.variant.value,
+                "key": item.key,
+                "arch": arch.value,
+                "commit": commit,
+                "kernel": base.image.kernel,
+                "ref": variant_ref(item.variant, arch),
+                "payload": item.variant.payload_dir,
+                "dpkg_dir": example.DPKG_DIR,
+                "base": {"commit": base.image.commit, "key": base.key},
+                "tree_bytes": size,
+                "packages": packages,
+                "unpacked": unpacked,
+                "build_seconds": round(time.monotonic() - started, 1),
+            }
+            example._write_manifest(item.out / example.MANIFEST_NAME, manifest)
+
+
+def _commit(repo: Path, overlay: Path, variant: Variant, arch: Arch, base: _Base, key: str) -> str:
     ref = variant_ref(variant, arch)
     if not (repo / "config").exists():
         run.run(["ostree", f"--repo={repo}", "init", "--mode=archive"])
+    # Same repository mode and file system: ostree imports the objects as hard links.
+    run.run(["ostree", f"--repo={repo}", "pull-local", base.image.repo, base.image.commit])
     run.run(
         [
             "ostree",
             f"--repo={repo}",
             "commit",
             f"--branch={ref}",
-            f"--tree=dir={tree}",
+            f"--tree=ref={base.image.commit}",
+            f"--tree=dir={overlay}",
             "--parent=none",
             f"--subject=Debian 12 imgbuild example, {variant.value} ({arch.value})",
-            f"--add-metadata-string=version={example._os_version(tree)}",
+            f"--add-metadata-string=version={base.version}",
             "--add-metadata=ostree.bootable=true",
-            f"--add-metadata-string=ostree.linux={kernel}",
+            f"--add-metadata-string=ostree.linux={base.image.kernel}",
             f"--add-metadata-string=imgbuild.example.key={key}",
         ]
     )
@@ -180,55 +299,20 @@ def _repo_commit(repo: Path, variant: Variant, arch: Arch) -> str | None:
     return done.out.strip() if done.returncode == 0 else None
 
 
-def _build(arch: Arch, stale: list[_Out]) -> None:
-    """One mmdebstrap for every stale variant of `arch`; each gets its layout, commit and manifest."""
-    started = time.monotonic()
-    with example._workdir() as work:
-        tree = work / "root"
-        log.info("building the %s Secure Boot example with mmdebstrap (a few minutes)", arch.value)
-        run.run(mmdebstrap_argv(arch, tree), hint="see examples/debian/README.md")
-        run.run([example.RECIPE_DIR / "ostreeify.sh", tree])
-        install_selftest(tree)
-        kernel = example._kernel_version(tree)
-        packages = example._installed_packages(tree)
-        for item in stale:
-            item.out.mkdir(parents=True, exist_ok=True)
-            placed = place_payload(tree, arch, item.variant, packages)
-            size = example._tree_size(tree)
-            commit = _commit(item.out / "repo", tree, item.variant, arch, kernel, item.key)
-            top = tree / item.variant.payload_dir.split("/EFI")[0]
-            shutil.rmtree(placed)
-            (top / "EFI.json").unlink(missing_ok=True)
-            manifest = {
-                "format": CACHE_FORMAT,
-                "variant": item.variant.value,
-                "key": item.key,
-                "arch": arch.value,
-                "commit": commit,
-                "kernel": kernel,
-                "ref": variant_ref(item.variant, arch),
-                "payload": item.variant.payload_dir,
-                "dpkg_dir": example.DPKG_DIR,
-                "tree_bytes": size,
-                "packages": packages,
-                "build_seconds": round(time.monotonic() - started, 1),
-            }
-            example._write_manifest(item.out / example.MANIFEST_NAME, manifest)
-
-
 def build_variant(
     variant: Variant, arch: Arch, *, output: Path | None = None, force: bool = False
 ) -> example.ExampleImage:
     """Build (or reuse) the Secure Boot variant `variant` of the example for `arch`."""
-    base = (output or paths.examples_dir()).resolve()
+    base_dir = (output or paths.examples_dir()).resolve()
+    # The default example first (built or reused under its own lock): the variants are derived from it.
+    base = _base(arch, base_dir)
     recipe = recipe_digest()
     archive = example.archive_state()
-    # Every variant of the arch under one lock: they share one mmdebstrap.
-    with example._locked(base / "secureboot" / f".{arch.value}.lock"):
+    with example._locked(base_dir / "secureboot" / f".{arch.value}.lock"):
         states = {}
         for each in Variant:
-            out = base / each.value / arch.value
-            key = cache_key(each, arch, recipe, archive)
+            out = base_dir / each.value / arch.value
+            key = cache_key(each, arch, recipe, archive, base.key, base.image.commit)
             manifest = example._read_manifest(out / example.MANIFEST_NAME)
             fresh = (
                 manifest is not None
@@ -238,13 +322,13 @@ def build_variant(
             states[each] = (_Out(each, out, key), fresh)
         stale = []
         if force or not states[variant][1]:
-            # The other stale variants come along: once the tree exists, a layout and a commit are cheap.
+            # The other stale variants come along: the packages are downloaded once per architecture.
             stale = [item for each, (item, fresh) in states.items() if each is variant or not fresh]
         cached = not stale
         if stale:
-            example._check_host(arch)
-            _build(arch, stale)
-        out = base / variant.value / arch.value
+            _check_host()
+            _build(arch, base, stale)
+        out = base_dir / variant.value / arch.value
         manifest_path = out / example.MANIFEST_NAME
         data: dict[str, Any] = example._read_manifest(manifest_path) or {}
         dest = out / archive_name(variant, arch)

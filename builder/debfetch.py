@@ -13,6 +13,11 @@ from pathlib import Path
 
 from builder import run
 from builder.arch import Arch
+from builder.errors import ImgbuildError
+
+
+class DebFetchError(ImgbuildError):
+    """The Debian archive did not give the packages asked for."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ def _apt_options(work: Path, arch: Arch) -> list[str]:
         # The host's pinning is about the host's packages, not these.
         "Dir::Etc::Preferences": empty / "preferences",
         "Dir::Etc::PreferencesParts": empty,
+        "Acquire::Languages": "none",  # no translated descriptions: nothing here reads them
         "APT::Architecture": arch.debian,
         "APT::Architectures": arch.debian,
         "Debug::NoLocking": "1",  # a private state directory: nobody else uses its lock
@@ -50,23 +56,28 @@ def _apt_options(work: Path, arch: Arch) -> list[str]:
     return argv
 
 
-def download(arch: Arch, sources: tuple[str, ...], packages: tuple[str, ...], work: Path) -> tuple[Deb, ...]:
-    """`apt-get update` and `apt-get download` of `packages` (no dependencies) for `arch` from the
-    one-line `sources` entries, into `work`/debs."""
-    for sub in ("state/lists/partial", "cache/archives/partial", "empty", "debs"):
-        (work / sub).mkdir(parents=True, exist_ok=True)
-    (work / "status").write_text("")
-    (work / "sources.list").write_text("".join(f"{line}\n" for line in sources))
-    options = _apt_options(work, arch)
-    hint = "the signed packages come from the Debian archive the host's apt uses; check the network or proxy"
+def download(
+    arch: Arch, sources: tuple[str, ...], packages: tuple[str, ...], state: Path, debs: Path, *, hint: str
+) -> tuple[Deb, ...]:
+    """`apt-get update` and `apt-get download` of `packages` (no dependencies) for `arch` from the one-line
+    `sources` entries, into the new directory `debs`. apt's lists stay in `state` (a later update there
+    fetches only what changed). Every package asked for must come: DebFetchError names the missing."""
+    for sub in ("state/lists/partial", "cache/archives/partial", "empty"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    (state / "status").write_text("")
+    (state / "sources.list").write_text("".join(f"{line}\n" for line in sources))
+    options = _apt_options(state, arch)
     run.run(["apt-get", *options, "-q", "update"], hint=hint)
-    debs = work / "debs"
+    debs.mkdir(parents=True)
     run.run(["apt-get", *options, "-q", "download", *packages], cwd=debs, hint=hint)
     found = []
     for path in sorted(debs.glob("*.deb")):
         fields = run.run(["dpkg-deb", "--show", "--showformat=${Package}\t${Architecture}\t${Version}", path])
         package, architecture, version = fields.out.strip().split("\t")
         found.append(Deb(package, architecture, version, path))
+    missing = sorted(set(packages) - {deb.package for deb in found})
+    if missing:
+        raise DebFetchError(f"apt-get download gave no {', '.join(missing)} for {arch.debian}", hint=hint)
     return tuple(found)
 
 

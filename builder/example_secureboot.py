@@ -200,10 +200,8 @@ def _overlay(work: Path, arch: Arch, base: _Base) -> tuple[Path, dict[str, str]]
     binaries (from Debian's packages, unpacked, no maintainer script) where place_payload takes them, and
     the self-test. Returns the directory and the unpacked packages' versions (`package:arch`)."""
     wanted = read_packages(arch)
-    debs = debfetch.download(arch, example.read_sources(), wanted, work / "apt")
-    missing = sorted(set(wanted) - {deb.package for deb in debs})
-    if missing:
-        raise example.ExampleBuildError(f"apt downloaded no {', '.join(missing)} for {arch.debian}")
+    hint = "the signed packages come from the Debian archive the host's apt uses; check the network or proxy"
+    debs = debfetch.download(arch, example.read_sources(), wanted, work / "apt", work / "debs", hint=hint)
     overlay = work / "overlay"
     for deb in debs:
         debfetch.unpack(deb, work / "unpacked")

@@ -19,12 +19,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import paths, run
+from builder import debfetch, paths
 from builder.aptsources import host_archives
 from builder.arch import Arch
 from builder.errors import ImgbuildError
 
-DEBIAN_ARCH = {Arch.X86_64: "amd64", Arch.AARCH64: "arm64"}
 TRIPLET = {Arch.X86_64: "x86_64-linux-gnu", Arch.AARCH64: "aarch64-linux-gnu"}
 SUITE = "bookworm"
 CACHE_FORMAT = "imgbuild-installer-tools-1"
@@ -67,71 +66,31 @@ class Tools:
     digest: str  # of the versions: part of the initramfs cache key
 
 
-def _apt_config(workdir: Path, arch: Arch) -> Path:
-    """A private apt configuration: the host's archive for SUITE, only `arch`, its own state and cache."""
+def _fetch(arch: Arch, apt_state: Path, workdir: Path) -> tuple[debfetch.Deb, ...]:
+    """The packages' .debs for `arch` from the host's archive for SUITE (apt's lists kept in `apt_state`)."""
     archive = host_archives().get(SUITE)
     if archive is None:
         raise InstallerToolsError(
             f"the host's apt sources have no {SUITE} archive",
             hint=f"add a Debian {SUITE} entry to /etc/apt/sources.list",
         )
-    for sub in ("lists/partial", "cache/archives/partial", "etc/preferences.d", "etc/sources.list.d"):
-        (workdir / sub).mkdir(parents=True, exist_ok=True)
-    (workdir / "status").write_text("")
-    (workdir / "etc/sources.list").write_text(f"deb [arch={DEBIAN_ARCH[arch]}] {archive} {SUITE} main\n")
-    conf = workdir / "apt.conf"
-    settings = {
-        "Dir::Etc": workdir / "etc",
-        "Dir::Etc::SourceList": workdir / "etc/sources.list",
-        "Dir::Etc::SourceParts": workdir / "etc/sources.list.d",
-        "Dir::Etc::Preferences": workdir / "etc/preferences",
-        "Dir::Etc::PreferencesParts": workdir / "etc/preferences.d",
-        "Dir::Etc::TrustedParts": "/etc/apt/trusted.gpg.d",
-        "Dir::Etc::Trusted": "/etc/apt/trusted.gpg",
-        "Dir::State": workdir,
-        "Dir::State::Lists": workdir / "lists",
-        "Dir::State::status": workdir / "status",
-        "Dir::Cache": workdir / "cache",
-        "APT::Architecture": DEBIAN_ARCH[arch],
-        "APT::Architectures::": DEBIAN_ARCH[arch],
-        "Acquire::Languages": "none",
-    }
-    conf.write_text("".join(f'{key} "{value}";\n' for key, value in settings.items()))
-    return conf
-
-
-def _fetch(arch: Arch, apt_state: Path, workdir: Path) -> tuple[Path, dict[str, str]]:
-    conf = _apt_config(apt_state, arch)
-    env = {"APT_CONFIG": str(conf)}
+    sources = (f"deb [arch={arch.debian}] {archive} {SUITE} main",)
     hint = "the installer's programs come from the Debian archive: check the network and apt's sources"
-    run.run(["apt-get", "update", "-q"], env=env, hint=hint)
-    debs = workdir / "debs"
-    debs.mkdir()
-    packages = [*PROGRAMS, *LIBRARIES]
-    run.run(["apt-get", "download", "-q", *packages], env=env, cwd=debs, hint=hint)
-    versions: dict[str, str] = {}
-    for deb in sorted(debs.glob("*.deb")):
-        fields = run.run(["dpkg-deb", "--show", "--showformat=${Package} ${Version}", deb]).out.split()
-        versions[fields[0]] = fields[1]
-    missing = sorted(set(packages) - set(versions))
-    if missing:
-        raise InstallerToolsError(f"apt-get download gave no {', '.join(missing)} for {arch}", hint=hint)
-    return debs, versions
+    packages = (*PROGRAMS, *LIBRARIES)
+    return debfetch.download(arch, sources, packages, apt_state, workdir / "debs", hint=hint)
 
 
-def _unpack(debs: Path, versions: dict[str, str], arch: Arch, dest: Path, scratch: Path) -> None:
+def _unpack(debs: tuple[debfetch.Deb, ...], arch: Arch, dest: Path, scratch: Path) -> None:
     triplet = TRIPLET[arch]
-    for deb in sorted(debs.glob("*.deb")):
-        package = run.run(["dpkg-deb", "--show", "--showformat=${Package}", deb]).out
-        tree = scratch / package
-        tree.mkdir(parents=True)
-        run.run(["dpkg-deb", "-x", deb, tree])
-        for program in PROGRAMS.get(package, ()):
+    for deb in debs:
+        tree = scratch / deb.package
+        debfetch.unpack(deb, tree)
+        for program in PROGRAMS.get(deb.package, ()):
             if not (tree / program).is_file():
-                raise InstallerToolsError(f"{package} {versions[package]} has no {program}")
+                raise InstallerToolsError(f"{deb.package} {deb.version} has no {program}")
             (dest / program).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(tree / program, dest / program)
-        if package in LIBRARIES:
+        if deb.package in LIBRARIES:
             # The shared libraries and the dynamic loader (and its /lib64 or /lib link); nothing else
             # (gconv modules, documentation) is needed by the programs above.
             for libdir in (f"lib/{triplet}", f"usr/lib/{triplet}", "lib64", "lib"):
@@ -156,7 +115,8 @@ def installer_tools(arch: Arch) -> Tools:
         with tempfile.TemporaryDirectory(prefix="imgbuild-tools-", dir=base) as tmp:
             work = Path(tmp)
             # apt's lists stay in the cache: the next update only fetches what changed.
-            debs, versions = _fetch(arch, base / f"apt-{arch.value}", work)
+            debs = _fetch(arch, base / f"apt-{arch.value}", work)
+            versions = {deb.package: deb.version for deb in debs}
             digest = hashlib.sha256(
                 json.dumps([CACHE_FORMAT, arch.value, versions], sort_keys=True).encode()
             ).hexdigest()
@@ -164,7 +124,7 @@ def installer_tools(arch: Arch) -> Tools:
             if not final.is_dir():
                 staging = work / "root"
                 staging.mkdir()
-                _unpack(debs, versions, arch, staging, work / "unpacked")
+                _unpack(debs, arch, staging, work / "unpacked")
                 (staging / "versions.json").write_text(json.dumps(versions, indent=1, sort_keys=True))
                 staging.rename(final)
         return Tools(final, versions, digest)

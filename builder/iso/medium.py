@@ -41,15 +41,18 @@ from pathlib import Path, PurePosixPath
 from builder import run
 from builder.arch import Arch
 from builder.bootloader import OPTIONAL_MODULES, grub_mkimage
+from builder.bootloader.efi_chain import grub_image
 from builder.bootloader.grub_cfg import grub_quote, split_kernel_args
 from builder.bootloader.grub_efi import (
-    PLATFORM as EFI_PLATFORM,
-)
-from builder.bootloader.grub_efi import (
+    EFI_SUFFIX,
+    _find_ci,
     _inside,
     esp_tree_from_payload,
     find_image_efi_payload,
     removable_path,
+)
+from builder.bootloader.grub_efi import (
+    PLATFORM as EFI_PLATFORM,
 )
 from builder.disk.esp import populate_fat_image
 from builder.errors import ImgbuildError, StageFailed
@@ -79,6 +82,10 @@ REQUIRED_MODULES = (
     "linux",
     "configfile",
 )
+# What an image's own GRUB (shim-loaded, from its payload) needs built in to boot the medium: read the label
+# stub on the ESP (fat), find the medium by label, read its grub.cfg on the ISO (or its partition on a USB
+# disk) and boot Linux. It loads no module under Secure Boot, and the medium carries none for it anyway.
+PAYLOAD_GRUB_MODULES = ("fat", *REQUIRED_MODULES)
 PLATFORM_MODULES = {"i386-pc": ("biosdisk",), "x86_64-efi": ("fat",), "arm64-efi": ("fat",)}
 EFI_PACKAGES = {Arch.X86_64: "grub-efi-amd64-bin", Arch.AARCH64: "grub-efi-arm64-bin"}
 
@@ -179,10 +186,33 @@ def label_stub(volume_id: str) -> str:
     )
 
 
+def check_payload_grub(payload: Path, arch: Arch) -> None:
+    """Refuse (one line) an image's GRUB that cannot boot the medium: one whose built-in modules lack what
+    the label stub and the medium's grub.cfg use (Debian's signed GRUB has them all)."""
+    suffix = EFI_SUFFIX[arch]
+    for vendor in sorted(p for p in payload.iterdir() if p.is_dir() and p.name.upper() != "BOOT"):
+        grub = _find_ci(vendor, f"grub{suffix}.efi")
+        if grub is None:
+            continue
+        image = grub_image(grub.read_bytes())
+        if image is None:
+            raise IsoError(f"the image's {vendor.name}/{grub.name} is not a GRUB image the ISO can boot")
+        missing = [m for m in PAYLOAD_GRUB_MODULES if m not in image.modules]
+        if missing:
+            raise IsoError(
+                f"the image's {vendor.name}/{grub.name} lacks the built-in GRUB modules {', '.join(missing)} "
+                "that an ISO needs (it loads no module from the medium, nor any under Secure Boot)",
+                hint="ship a GRUB with these modules built in (Debian's grub-efi-amd64-signed has them), or "
+                "remove the image's EFI payload so that imgbuild builds GRUB from its modules",
+            )
+        return
+
+
 def efi_tree(spec: MediumSpec, tree: Path) -> None:
     """The UEFI boot files under `tree`: the image's shim/GRUB payload, else GRUB built from its modules."""
     payload = find_image_efi_payload(spec.efi_source, spec.arch)
     if payload is not None:
+        check_payload_grub(payload, spec.arch)
         for stub in esp_tree_from_payload(payload, tree, spec.arch, boot_fs_uuid="-", prefix=GRUB_PREFIX):
             stub.write_text(label_stub(spec.volume_id))
         return

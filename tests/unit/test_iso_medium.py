@@ -173,3 +173,44 @@ def test_a_failed_check_leaves_no_file_under_the_final_name(
 def test_console_args_follow_the_platform_table() -> None:
     assert medium.console_args(Arch.X86_64)[-1] == "console=ttyS0,115200n8"
     assert medium.console_args(Arch.AARCH64)[-1] == "console=ttyAMA0,115200n8"
+
+
+def payload_root(tmp_path: Path, modules: list[str]) -> Path:
+    """An image root whose bootupd payload has a GRUB (the host's grub-mkimage, prefix /EFI/debian as
+    Debian's signed GRUB has) with exactly `modules` built in, beside a shim stand-in."""
+    root = tmp_path / "payload-root"
+    vendor = root / "usr/lib/bootupd/updates/EFI/debian"
+    vendor.mkdir(parents=True)
+    run.run(["grub-mkimage", "-O", "x86_64-efi", "-d", HOST_EFI, "-p", "/EFI/debian",
+             "-o", vendor / "grubx64.efi", *modules])  # fmt: skip
+    (vendor / "shimx64.efi").write_bytes(b"MZ shim stand-in")
+    return root
+
+
+def test_image_grub_with_the_modules_the_medium_needs_gets_the_label_stub(tmp_path: Path) -> None:
+    # Where the image's GRUB looks (its built-in prefix /EFI/debian), a stub hands over to the medium's
+    # grub.cfg by volume label; shim is the removable-media loader with GRUB beside it.
+    root = payload_root(tmp_path, list(medium.PAYLOAD_GRUB_MODULES))
+    tree = tmp_path / "esp"
+    medium.efi_tree(spec(tmp_path, root), tree)
+    stub = (tree / "EFI/debian/grub.cfg").read_text()
+    assert stub == medium.label_stub("Test-OS-1_live")
+    assert "search --no-floppy --label --set=root Test-OS-1_live" in stub
+    assert (tree / "EFI/BOOT/BOOTX64.EFI").read_bytes() == b"MZ shim stand-in"
+    assert (tree / "EFI/BOOT/grubx64.efi").is_file()
+
+
+def test_image_grub_without_iso9660_is_refused_in_one_line(tmp_path: Path) -> None:
+    # A GRUB from the image loads no module from the medium (and none at all under Secure Boot): one
+    # lacking iso9660 could not read the medium's grub.cfg on a CD.
+    modules = [m for m in medium.PAYLOAD_GRUB_MODULES if m != "iso9660"]
+    root = payload_root(tmp_path, modules)
+    out = tmp_path / "out.iso"
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(
+        IsoError, match=r"debian/grubx64\.efi lacks the built-in GRUB modules iso9660 "
+    ) as err:
+        medium.write_iso(spec(tmp_path, root), out, work)
+    assert "\n" not in str(err.value) and err.value.hint
+    assert not out.exists() and list(work.iterdir()) == []

@@ -10,7 +10,7 @@ import pytest
 
 from builder.arch import Arch
 from builder.blueprint import Blueprint, parse_blueprint
-from builder.errors import BlueprintError, NotBootable
+from builder.errors import BlueprintError, NotBootable, SecureBootUnavailable
 from builder.facts import ImageFacts
 from builder.manifest import loads
 from builder.plan import GiB, MiB, PlanOptions, Rootfs, plan, root_size
@@ -358,3 +358,26 @@ def test_ami_records_boot_modes() -> None:
         if s.type == "target.ami"
     )
     assert arm["boot_modes"] == ["uefi"]
+
+
+@pytest.mark.parametrize("targets", [["qcow2"], ["live-iso"], ["iso"], ["live-iso", "iso"]])
+def test_secure_boot_require_refuses_an_unsigned_chain_for_every_target(targets: list[str]) -> None:
+    # The ISO targets boot the image's chain too (its shim and GRUB on the medium's ESP): the same refusal.
+    with pytest.raises(SecureBootUnavailable) as err:
+        plan(FACTS, _bp(), targets, PlanOptions(secure_boot=True))
+    assert str(err.value) == (
+        f"{FACTS.reference} cannot boot with Secure Boot: the image ships no signed shim and GRUB: imgbuild "
+        "builds an unsigned GRUB from its modules"
+    )
+    assert err.value.hint
+
+
+def test_secure_boot_require_plans_isos_of_a_signed_chain() -> None:
+    signed = replace(
+        FACTS,
+        efi_payload="usr/lib/bootupd/updates/EFI",
+        boot_chain="signed-shim-grub",
+        secure_boot_problems=(),
+    )
+    manifest = plan(signed, _bp(), ["live-iso", "iso"], PlanOptions(secure_boot=True))
+    assert "secure_boot: require" in manifest.dumps("yaml")

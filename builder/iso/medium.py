@@ -22,7 +22,11 @@ arguments: `console_args(arch)` gives the platform table's).
   `boot_hybrid.img` in the MBR loads the same core image (`--grub2-boot-info`), as grub-mkrescue does.
 - UEFI: a FAT image (mkfs.fat + mtools: the build host's kernel cannot mount vfat) with the image's own
   shim/GRUB payload or a self-contained GRUB EFI binary built from the image's EFI modules
-  (builder.bootloader), at the removable-media path. The FAT image is appended to the ISO as GPT partition 2
+  (builder.bootloader), at the removable-media path. The image's GRUB gets a stub where its built-in prefix
+  looks (`EFI/debian/grub.cfg` for Debian's signed GRUB) that finds the medium by label; it must have the
+  modules the medium needs built in (PAYLOAD_GRUB_MODULES: it loads none from the medium, nor any under
+  Secure Boot), else the build stops with one line. With a signed shim/GRUB the medium boots with Secure
+  Boot enforced (tests/vm/test_secureboot_iso.py). The FAT image is appended to the ISO as GPT partition 2
   (the ESP that firmware finds on a USB disk), and the El Torito EFI boot entry points at the same blocks.
 - xorriso writes the ISO beside `output` and it is renamed once complete: no file under the final name on
   failure.

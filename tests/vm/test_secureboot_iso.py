@@ -8,9 +8,12 @@ SMM build, q35 smm=on), and the guests report Secure Boot enabled.
 - The unattended installer ISO, as a CD with an empty disk, installs and powers off; the installed disk then
   boots on its own, still under Secure Boot, to the self-test marker.
 
-The negative (an unsigned GRUB refused by shim under this firmware) and the one-line refusal of an unsigned
-chain are in tests/vm/test_secureboot.py and tests/unit/test_plan.py. Boots: 4 (the live ISO twice; the
-install, then its disk, in one job), two at a time (tests/bootpool.py).
+- The negative: the default example's live ISO (a GRUB built here, unsigned; it boots under plain OVMF in
+  tests/vm/test_live_iso_boot.py) is refused by this firmware ("Access Denied"), and no kernel starts.
+
+The one-line refusal of an unsigned chain with `--secure-boot require` is in tests/unit/test_plan.py.
+Boots: 5 (the live ISO twice; the install, then its disk, in one job; the unsigned live ISO, which stops in
+the firmware within seconds), two at a time (tests/bootpool.py).
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ from builder.example import SELFTEST_KARG, SELFTEST_MARKER, ExampleImage
 from builder.example_secureboot import Variant, build_variant
 from tests.bootpool import GUEST_SMP, Outcomes, boot_all, boot_image
 from tests.imagebuilds import Built, ImageBuilds
+from tests.integration.test_live_iso import live_iso
 from tests.vm.test_secureboot import _assert_secure_boot
 
 BLUEPRINT = Path(__file__).resolve().parents[1] / "data" / "secureboot-iso.toml"
 LIVE_TIMEOUT = 900
 INSTALL_TIMEOUT = 1500.0
 DISK_TIMEOUT = 900
+# OVMF, having refused every boot option: the unsigned medium's loader, then its own EFI shell.
+NO_BOOT = "No bootable option or device was found"
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +84,28 @@ def _install_then_boot(iso: Path, disk: Path) -> Callable[[], tuple[vm.BootResul
     return job
 
 
+def _unsigned_live(iso: Path) -> Callable[[], str]:
+    def job() -> str:
+        argv = ("--arch", "x86_64", "--firmware", "uefi-secure", "--medium", "cdrom", "--marker", NO_BOOT)
+        return boot_image(iso, *argv, timeout=LIVE_TIMEOUT).console
+
+    return job
+
+
 @pytest.fixture(scope="module")
-def boots(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Outcomes[str, object]:
+def boots(
+    built: Built,
+    example_x86_64: ExampleImage,
+    images: ImageBuilds,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Outcomes[str, object]:
     disk = tmp_path_factory.mktemp("sb-install") / "disk.qcow2"
+    unsigned = live_iso(images, example_x86_64).target_file("live-iso")
     jobs: dict[str, Callable[[], object]] = {
         "install": _install_then_boot(built.target_file("iso"), disk),
         "live-cdrom": _live(built.target_file("live-iso"), "cdrom"),
         "live-usb": _live(built.target_file("live-iso"), "usb"),
+        "unsigned-live-cdrom": _unsigned_live(unsigned),
     }
     return boot_all(jobs)
 
@@ -121,3 +142,10 @@ def test_installer_iso_installs_under_secure_boot_and_the_disk_boots(
     _assert_secure_boot(disk_console)
     line = next(x for x in disk_console.splitlines() if SELFTEST_MARKER in x)
     assert f"commit={built.result['commit']}" in line and SELFTEST_KARG in line, line
+
+
+def test_unsigned_live_iso_does_not_boot_with_secure_boot(boots: Outcomes[str, object]) -> None:
+    out = boots.outcome("unsigned-live-cdrom")
+    assert isinstance(out, str)
+    assert 'failed to load Boot0001 "UEFI QEMU DVD-ROM' in out and "Access Denied" in out, out[-3000:]
+    assert "Linux version" not in out and "IMGBUILD-SECUREBOOT" not in out

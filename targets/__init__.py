@@ -45,8 +45,8 @@ def names() -> tuple[str, ...]:
     return tuple(all_targets())
 
 
-# bootc-image-builder's installer types: imgbuild makes no installers.
-_INSTALLERS = ("anaconda-iso", "iso", "bootc-installer", "pxe-tar-xz")
+# bootc-image-builder's installer types that imgbuild does not make: its own installer ISO is `iso`.
+_INSTALLERS = ("anaconda-iso", "bootc-installer", "pxe-tar-xz")
 
 
 def get(name: str) -> type[Target]:
@@ -55,8 +55,9 @@ def get(name: str) -> type[Target]:
     except KeyError:
         if name in _INSTALLERS:
             raise ImgbuildError(
-                f"{name!r} is an installer (ISO/PXE) type of bootc-image-builder; imgbuild builds disks",
-                hint=f"use one of: {', '.join(names())}",
+                f"{name!r} is an installer type of bootc-image-builder (Anaconda or PXE), which imgbuild "
+                "does not make",
+                hint="imgbuild's installer ISO is the type iso (it writes the raw disk to the chosen disk)",
             ) from None
         raise ImgbuildError(
             f"unknown output type {name!r}", hint=f"use one of: {', '.join(names())}"

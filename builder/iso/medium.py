@@ -207,7 +207,7 @@ def check_payload_grub(payload: Path, arch: Arch) -> None:
                 f"the image's {vendor.name}/{grub.name} lacks the built-in GRUB modules {', '.join(missing)} "
                 "that an ISO needs (it loads no module from the medium, nor any under Secure Boot)",
                 hint="ship a GRUB with these modules built in (Debian's grub-efi-amd64-signed has them), or "
-                "remove the image's EFI payload so that imgbuild builds GRUB from its modules",
+                "remove the image's EFI payload so that GRUB is built from the image's modules",
             )
         return
 

@@ -119,11 +119,12 @@ def _manifests(reference: str, tmp_path: Path) -> list[Path]:
     for name, types, blueprint in (
         ("btrfs", ["qcow2"], DATA / "btrfs-subvolumes.toml"),
         ("hostname", every_target, DATA / "hostname.toml"),
+        ("iso", ["--type", "live-iso", "--type", "iso"], DATA / "hostname.toml"),
     ):
         path = tmp_path / f"{name}.json"
         imgbuild(["plan", *types, reference, "--blueprint", blueprint, "-o", path])
         planned.append(path)
-    doc = json.loads(planned[-1].read_text())
+    doc = json.loads(planned[1].read_text())
     _with_selinux_stage(doc)
     planned.append(tmp_path / "selinux.json")
     planned[-1].write_text(json.dumps(doc))

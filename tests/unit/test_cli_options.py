@@ -234,7 +234,7 @@ BIB_RUNS = [
     ["--type", "qcow2", "--target-imgref", REF, f"oci-archive:{ROOT}/x.tar"],
 ]
 BIB_EXPLAINED = [
-    (["--type", "anaconda-iso", REF], "an installer (ISO/PXE) type of bootc-image-builder"),
+    (["--type", "anaconda-iso", REF], "an installer type of bootc-image-builder (Anaconda or PXE)"),
     (["--type", "qcow2", "--use-librepo=True", REF], "imgbuild installs none"),
     (["--type", "qcow2", "--progress", "verbose", REF], "unknown progress mode 'verbose'"),
     (["--type", "qcow2", "--log-level", "debug", REF], "--log-level is bootc-image-builder's"),

@@ -28,9 +28,11 @@ BLUEPRINTS = sorted(
 def _plan_refusal(path: Path, rootfs: Rootfs) -> str | None:
     try:
         blueprint = load_blueprint(str(path))
-        # [customizations.iso] needs an ISO output (a check of the blueprint with its outputs, which
-        # `blueprint check` does not know): such a blueprint is planned as the output it is written for.
-        types = ["live-iso"] if blueprint.iso is not None else ["qcow2"]
+        # [customizations.iso] needs an ISO output and the installer settings the iso output (checks of a
+        # blueprint with its outputs, which `blueprint check` does not know): such a blueprint is planned as
+        # the outputs it is written for.
+        isos = ["live-iso"] * (blueprint.iso is not None) + ["iso"] * (blueprint.installer is not None)
+        types = isos or ["qcow2"]
         plan(FACTS, blueprint, types, PlanOptions(rootfs=rootfs))
     except BlueprintError as e:
         return e.message

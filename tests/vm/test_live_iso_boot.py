@@ -1,6 +1,8 @@
 """The live ISO of the example boots to the self-test marker with no disk attached: x86_64 as a CD under
-SeaBIOS and under OVMF, and as a USB stick under OVMF (the hybrid medium's ESP partition); aarch64 as a CD
-under AAVMF. Four boots, two at a time (tests/bootpool.py), from one build per arch (shared with
+SeaBIOS and as a USB stick under OVMF (the hybrid medium's ESP partition: the same FAT image that a CD's El
+Torito EFI entry points to; a CD under OVMF, with Secure Boot enforced, is booted in
+tests/vm/test_secureboot_iso.py); aarch64 as a CD under AAVMF. Three boots, two at a time
+(tests/bootpool.py), the slowest (aarch64) first, from one build per arch (shared with
 tests/integration/test_live_iso.py)."""
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ from tests.imagebuilds import Built, ImageBuilds, imgbuild
 from tests.integration.test_live_iso import live_iso
 
 BOOTS = {
-    "x86_64-bios-cdrom": ("x86_64", "bios", "cdrom"),
-    "x86_64-uefi-cdrom": ("x86_64", "uefi", "cdrom"),
-    "x86_64-uefi-usb": ("x86_64", "uefi", "usb"),
     "aarch64-uefi-cdrom": ("aarch64", "uefi", "cdrom"),
+    "x86_64-bios-cdrom": ("x86_64", "bios", "cdrom"),
+    "x86_64-uefi-usb": ("x86_64", "uefi", "usb"),
 }
 
 

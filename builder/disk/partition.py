@@ -1,8 +1,9 @@
 """GPT partitioning of a disk image file with pyparted.
 
 pyparted (libparted 3.5 in bookworm) lays out the partitions and names them; it cannot set a partition's
-type GUID, unique GUID or the disk GUID, so `sgdisk` sets those afterwards. Everything is given by the
-caller (the planner derives the GUIDs from a seed), so the same plan gives the same bytes.
+type GUID, unique GUID or the disk GUID, so gptfields.py writes those into its table afterwards (and
+`sgdisk --verify` checks the result). Everything is given by the caller (the planner derives the GUIDs
+from a seed), so the same plan gives the same bytes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder import run
+from builder.disk import gptfields
 from builder.errors import ImgbuildError
 from builder.sizefmt import human
 
@@ -122,13 +124,17 @@ def create_gpt(
             disk.addPartition(partition, constraint=parted.Constraint(exactGeom=geometry))
             partition.set_name(p.spec.name)
         disk.commitToDevice()
-        argv: list[str | os.PathLike[str]] = ["sgdisk", f"--disk-guid={disk_guid}"]
-        for p, guid, type_guid in zip(placed, guids, types, strict=True):
-            argv += [f"--typecode={p.number}:{type_guid}", f"--partition-guid={p.number}:{guid}"]
-            if p.spec.bootable:
-                argv.append(f"--attributes={p.number}:set:{LEGACY_BIOS_BOOTABLE_BIT}")
-        argv.append(image)
-        run.run(argv)
+        del disk, device  # libparted closes the file
+        gptfields.set_fields(
+            image,
+            disk_guid,
+            {
+                p.number: gptfields.EntryFields(
+                    type_guid, guid, (1 << LEGACY_BIOS_BOOTABLE_BIT) if p.spec.bootable else 0
+                )
+                for p, guid, type_guid in zip(placed, guids, types, strict=True)
+            },
+        )
         verify_gpt(image)
     except BaseException:
         image.unlink(missing_ok=True)

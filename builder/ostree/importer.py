@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import ImportFailure
-from builder.ostree import derived, merge, tarimport
+from builder.ostree import allocator, derived, merge, tarimport
 from builder.ostree.gi import GLib, OSTree, create_repo
 from builder.ostree.refescape import image_ref, layer_ref
 from builder.ostree.remotes import OstreeRemote
@@ -253,6 +253,7 @@ def import_image(
     the repository untouched (not even created). `shown` names the image in that refusal.
     `on_bytes(done, total)` hears the progress in bytes of layer blobs (reused layers count as done).
     """
+    allocator.keep_buffers_mapped()
     signature = None
     if remote is not None:
         signature = verify_image_commit(image, remote, reference=shown or imgref)

@@ -5,7 +5,8 @@ For each image prints the cold build time (empty cache), the warm rebuild time (
 memory of the build process, where the time went (fetch, import and its phases, deploy, bootloader, disk
 and convert: the build's own progress events), and the floor: extracting the image's layers into a fresh
 filesystem image (tar -x, then mkfs.ext4 -d) plus `qemu-img convert` of a raw image of the same used size.
-Ratios are against that floor.
+Ratios are against that floor. Every write of a run (the cache, both builds, the floor) goes into a fresh
+ext4 filesystem (see _freshfs.py), so that no step pays for the deletions of another.
 
 The ~1 GB image is the example's commit with import_bench's ~1 GB tree laid over it (one ostree commit of
 both trees, encapsulated in the chunked layout), built once under .cache/bench.
@@ -20,19 +21,21 @@ import os
 import resource
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from import_bench import BENCH, prepare  # noqa: E402  (this directory is sys.path[0])
+from _freshfs import fresh_filesystem  # noqa: E402  (this directory is sys.path[0])
+from import_bench import BENCH, prepare  # noqa: E402
 
 from builder import run  # noqa: E402
 from builder.arch import Arch  # noqa: E402
 from builder.example import ExampleImage, build_example  # noqa: E402
 from builder.ostree.encapsulate import encapsulate  # noqa: E402
+
+FS_SIZE = 24 << 30  # sparse: the ~1 GB image's cache, two builds and the floor fit with room to spare
 
 
 def _children_maxrss_mib() -> float:
@@ -127,13 +130,14 @@ def large_image(example: ExampleImage) -> Path:
 
 
 def bench(name: str, reference: str, archive: Path, arch: Arch) -> None:
-    with tempfile.TemporaryDirectory(prefix="imgbuild-bench-", dir=ROOT / ".cache") as tmp:
-        work = Path(tmp)
+    # Every write (the cache, both builds, the floor) goes into one fresh filesystem: see _freshfs.py.
+    with fresh_filesystem(FS_SIZE, ROOT / ".cache") as work:
         cache = work / "cache"
         cold, cold_mem, cold_phases = _timed_build(reference, work / "cold", cache, arch)
         warm, warm_mem, warm_phases = _timed_build(reference, work / "warm", cache, arch)
         floor, used = _floor(archive, work / "floor")
-    print(f"{name} image: {reference} ({used / 2**20:.0f} MiB extracted)")
+    load = os.getloadavg()[0]
+    print(f"{name} image: {reference} ({used / 2**20:.0f} MiB extracted; load average {load:.1f})")
     print(f"  floor (tar -x layers + mkfs.ext4 -d + qemu-img convert): {floor:.1f} s")
     print(f"  cold build: {cold:.1f} s  ratio {cold / floor:.2f}  peak RSS {cold_mem:.0f} MiB")
     print(f"    phases: {', '.join(cold_phases)}")

@@ -37,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _freshfs import fresh_filesystem  # noqa: E402  (this directory is sys.path[0])
+
 from builder import run  # noqa: E402
 from builder.arch import Arch  # noqa: E402
 from builder.example import build_example  # noqa: E402
@@ -242,60 +244,65 @@ def measure_verify(blobs: list[Path]) -> float:
 def bench(name: str, ref: str, cache: Path, tars: list[Path], runs: int) -> None:
     layer_bytes = sum(t.stat().st_size for t in tars)
     blobs = layer_blobs(ref, cache)
+    with fresh_filesystem(4 * layer_bytes + (2 << 30), BENCH) as work:
+        _bench_runs(name, ref, cache, tars, blobs, work, runs)
+
+
+def _bench_runs(
+    name: str, ref: str, cache: Path, tars: list[Path], blobs: list[Path], work: Path, runs: int
+) -> None:
+    layer_bytes = sum(t.stat().st_size for t in tars)
     blob_bytes = sum(b.stat().st_size for b in blobs)
-    work = BENCH / "work"
-    work.mkdir(exist_ok=True)
     ratios: list[float] = []
     strict_ratios: list[float] = []
     cpu_ratios: list[float] = []
     peaks: list[float] = []
-    print(f"{name} image: {ref}")
-    try:
-        for i in range(runs):
-            imp = measure_import(ref, cache, work / f"repo-{i}")
-            tar, tar_sync, tar_cpu = measure_tar(blobs, work / f"tarz-{i}")
-            plain, plain_sync, plain_cpu = measure_tar(tars, work / f"tar-{i}")
-            verify = measure_verify(blobs)
-            print(
-                f"run {i + 1}: {len(tars)} layers, {blob_bytes / MiB:.0f} MiB of blobs, "
-                f"{layer_bytes / MiB:.0f} MiB of tar"
-            )
-            print(
-                f"  imgbuild import       : {imp['wall']:7.1f} s  "
-                f"({layer_bytes / MiB / imp['wall']:.0f} MiB/s of tar)"
-            )
-            print(f"  tar -x of the blobs   : {tar:7.1f} s  (+ sync {tar_sync:.1f} s)  gzip -d and write")
-            print(f"  tar -x of plain tars  : {plain:7.1f} s  (+ sync {plain_sync:.1f} s)  write only")
-            print(
-                f"  verify only           : {verify:7.1f} s  (hash blobs, gunzip, hash tars; nothing written)"
-            )
-            ratio, strict = imp["wall"] / tar, imp["wall"] / plain
-            ratios.append(ratio)
-            strict_ratios.append(strict)
-            peaks.append(max(imp["self_mib"], imp["children_mib"]))
-            print(
-                f"  ratio import / tar -x of the layers: {ratio:.2f}  "
-                f"(against tar -x + sync: {imp['wall'] / tar_sync:.2f})"
-            )
-            print(
-                f"  ratio import / tar -x of plain tars: {strict:.2f}  "
-                f"(against tar -x + sync: {imp['wall'] / plain_sync:.2f})"
-            )
-            print(f"  ratio import / verify only: {imp['wall'] / verify:.2f}")
-            # On a shared machine the wall ratio also measures how the scheduler shares the cores; the
-            # CPU seconds (user + system, every thread) are the work itself.
-            print(
-                f"  CPU seconds: import {imp['cpu']:.1f}, tar -x of the layers {tar_cpu:.1f}, of plain tars "
-                f"{plain_cpu:.1f}; ratio to the layers {imp['cpu'] / tar_cpu:.2f}; "
-                f"load average {os.getloadavg()[0]:.1f}"
-            )
-            cpu_ratios.append(imp["cpu"] / tar_cpu)
-            print(
-                f"  peak RSS import process: {imp['self_mib']:.0f} MiB; its child programs: "
-                f"{imp['children_mib']:.0f} MiB"
-            )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    print(f"{name} image: {ref} (writes into a fresh ext4 at {work})")
+    for i in range(runs):
+        imp = measure_import(ref, cache, work / f"repo-{i}")
+        tar, tar_sync, tar_cpu = measure_tar(blobs, work / f"tarz-{i}")
+        plain, plain_sync, plain_cpu = measure_tar(tars, work / f"tar-{i}")
+        verify = measure_verify(blobs)
+        print(
+            f"run {i + 1}: {len(tars)} layers, {blob_bytes / MiB:.0f} MiB of blobs, "
+            f"{layer_bytes / MiB:.0f} MiB of tar"
+        )
+        print(
+            f"  imgbuild import       : {imp['wall']:7.1f} s  "
+            f"({layer_bytes / MiB / imp['wall']:.0f} MiB/s of tar)"
+        )
+        print(f"  tar -x of the blobs   : {tar:7.1f} s  (+ sync {tar_sync:.1f} s)  gzip -d and write")
+        print(f"  tar -x of plain tars  : {plain:7.1f} s  (+ sync {plain_sync:.1f} s)  write only")
+        print(f"  verify only           : {verify:7.1f} s  (hash blobs, gunzip, hash tars; nothing written)")
+        ratio, strict = imp["wall"] / tar, imp["wall"] / plain
+        ratios.append(ratio)
+        strict_ratios.append(strict)
+        peaks.append(max(imp["self_mib"], imp["children_mib"]))
+        print(
+            f"  ratio import / tar -x of the layers: {ratio:.2f}  "
+            f"(against tar -x + sync: {imp['wall'] / tar_sync:.2f})"
+        )
+        print(
+            f"  ratio import / tar -x of plain tars: {strict:.2f}  "
+            f"(against tar -x + sync: {imp['wall'] / plain_sync:.2f})"
+        )
+        print(f"  ratio import / verify only: {imp['wall'] / verify:.2f}")
+        # On a shared machine the wall ratio also measures how the scheduler shares the cores; the
+        # CPU seconds (user + system, every thread) are the work itself.
+        print(
+            f"  CPU seconds: import {imp['cpu']:.1f}, tar -x of the layers {tar_cpu:.1f}, of plain tars "
+            f"{plain_cpu:.1f}; ratio to the layers {imp['cpu'] / tar_cpu:.2f}; "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
+        cpu_ratios.append(imp["cpu"] / tar_cpu)
+        print(
+            f"  peak RSS import process: {imp['self_mib']:.0f} MiB; its child programs: "
+            f"{imp['children_mib']:.0f} MiB",
+            flush=True,
+        )
+        for done in ("repo", "tarz", "tar"):  # on a journaled ext4 a deletion costs the next run nothing
+            shutil.rmtree(work / f"{done}-{i}")
+        os.sync()
     if len(ratios) > 1:
         print(
             f"{name}: median ratio import / tar -x of the layers over {len(ratios)} runs: "

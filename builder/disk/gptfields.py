@@ -102,7 +102,6 @@ def set_fields(image: Path, disk_guid: str, partitions: Mapping[int, EntryFields
         guid = uuid.UUID(disk_guid).bytes_le
         _write_copy(fd, primary, bytes(array), guid)
         _write_copy(fd, backup, bytes(array), guid)
-        f.flush()
 
 
 def _u32(raw: bytearray, offset: int) -> int:

@@ -124,7 +124,6 @@ def create_gpt(
             disk.addPartition(partition, constraint=parted.Constraint(exactGeom=geometry))
             partition.set_name(p.spec.name)
         disk.commitToDevice()
-        del disk, device  # libparted closes the file
         gptfields.set_fields(
             image,
             disk_guid,

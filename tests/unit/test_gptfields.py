@@ -57,6 +57,6 @@ def test_a_damaged_table_is_refused_and_left_alone(tmp_path: Path) -> None:
     with pytest.raises(gptfields.GptError, match=r"entry array .* fails its CRC"):
         gptfields.set_fields(image, "D15CD15C-0000-4000-8000-0000000000AC", fields)
     assert image.read_bytes() == before
+    pt.create_gpt(image, 64 * MIB, _specs(), disk_guid="D15CD15C-0000-4000-8000-0000000000AB")
     with pytest.raises(gptfields.GptError, match="partition 3 is not in the GPT"):
-        pt.create_gpt(image, 64 * MIB, _specs(), disk_guid="D15CD15C-0000-4000-8000-0000000000AB")
         gptfields.set_fields(image, "D15CD15C-0000-4000-8000-0000000000AC", {3: fields[1]})

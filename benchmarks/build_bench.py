@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import sys
 import time
@@ -36,10 +35,6 @@ from builder.example import ExampleImage, build_example  # noqa: E402
 from builder.ostree.encapsulate import encapsulate  # noqa: E402
 
 FS_SIZE = 24 << 30  # sparse: the ~1 GB image's cache, two builds and the floor fit with room to spare
-
-
-def _children_maxrss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def _timed_build(reference: str, output: Path, cache: Path, arch: Arch) -> tuple[float, float, list[str]]:

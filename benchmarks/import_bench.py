@@ -164,10 +164,8 @@ def blob_root(cache: Path) -> Path:
 
 
 def _settle() -> None:
-    """Nobody else's writeback is paid for by a step's own sync. (Each run writes into directories of its
-    own, deleted only at the end: ext4 without a journal, as on this machine's disk, skips inodes freed in
-    the last minute and checks each of them again on every allocation, so a step started right after
-    deleting the previous run's tree would pay for that deletion.)"""
+    """Nobody else's writeback is paid for by a step's own sync (and each step writes into the fresh
+    filesystem of _freshfs.py, where no earlier deletion costs it anything)."""
     os.sync()
 
 

@@ -26,7 +26,7 @@ from builder import run, vm
 from builder.arch import Arch
 from builder.example import SELFTEST_KARG, SELFTEST_MARKER, ExampleImage
 from builder.iso.medium import read_pvd
-from tests.bootpool import Outcomes, boot_all
+from tests.bootpool import GUEST_SMP, Outcomes, boot_all
 from tests.imagebuilds import Built, ImageBuilds, imgbuild
 from tests.installed import Installed, allocated_bytes, partition_hashes, read_installed
 
@@ -80,7 +80,14 @@ def _install(
 
     def job() -> Install:
         result = vm.boot_installer(
-            iso, kind, disk, arch=arch, firmware=firmware, timeout=INSTALL_TIMEOUT, marker=marker
+            iso,
+            kind,
+            disk,
+            arch=arch,
+            firmware=firmware,
+            timeout=INSTALL_TIMEOUT,
+            marker=marker,
+            smp=GUEST_SMP,
         )
         installed = "INSTALL-DONE" in result.console_tail  # else no boot: test_install_* says what happened
         selftest = _disk_boot(disk, arch, firmware.value) if then_boot and installed else ""
@@ -163,7 +170,16 @@ def installs(isos: Isos, tmp_path_factory: pytest.TempPathFactory) -> Outcomes[s
 
 def _disk_boot(disk: Path, arch: Arch, firmware: str) -> str:
     """Boot the installed `disk` to the self-test marker: that console line."""
-    args: list[str | Path] = ["boot", disk, "--arch", arch.value, "--firmware", firmware]
+    args: list[str | Path] = [
+        "boot",
+        disk,
+        "--arch",
+        arch.value,
+        "--firmware",
+        firmware,
+        "--smp",
+        str(GUEST_SMP),
+    ]
     out = imgbuild([*args, "--append", SELFTEST_KARG, "--timeout", "900"]).out
     return next((line for line in out.splitlines() if SELFTEST_MARKER in line), "")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from builder.example import SELFTEST_KARG, SELFTEST_MARKER, ExampleImage
-from tests.bootpool import Outcomes, boot_all
+from tests.bootpool import GUEST_SMP, Outcomes, boot_all
 from tests.imagebuilds import Built, ImageBuilds, imgbuild
 from tests.integration.test_live_iso import live_iso
 
@@ -28,7 +28,7 @@ def _job(built: Built, arch: str, firmware: str, medium: str) -> Callable[[], st
     def boot() -> str:
         iso = built.target_file("live-iso")
         args: list[str | Path] = ["boot", iso, "--arch", arch, "--firmware", firmware, "--medium", medium]
-        out = imgbuild([*args, "--timeout", "1200"]).out
+        out = imgbuild([*args, "--timeout", "1200", "--smp", str(GUEST_SMP)]).out
         return next((line for line in out.splitlines() if SELFTEST_MARKER in line), "")
 
     return boot

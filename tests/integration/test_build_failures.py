@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -140,40 +139,28 @@ def test_failure_in_the_middle_of_each_stage_kind_cleans_up(
 ) -> None:
     """IMGBUILD_FAIL_STAGE=N:held: the stage fails at the first command (or the point where its work in the
     mounted sysroot starts) reached while it holds a loop device or a mount. Every stage of the first
-    manifest, and each stage of the others whose kind was not met yet. The failing builds run two at a
-    time (each in its own output directory, where its loop devices and mounts live)."""
+    manifest, and each stage of the others whose kind was not met yet."""
     seen: set[str] = set()
-    cases: list[tuple[Path, int, str, int]] = []  # manifest, stage number, kind, number of stages
+    holding: set[str] = set()
     for manifest in _manifests(example_x86_64.reference, tmp_path):
         stages = _stage_types(manifest)
         for index, kind in enumerate(stages, start=1):
             if kind in seen and manifest.stem != "btrfs":
                 continue
             seen.add(kind)
-            cases.append((manifest, index, kind, len(stages)))
+            out = tmp_path / f"out-{manifest.stem}-{index}"
+            result = imgbuild(
+                ["build", manifest, "--output", out, "--progress", "plain"],
+                env={"IMGBUILD_FAIL_STAGE": f"{index}:held"},
+                check=False,
+            )
+            err = result.stderr.decode()
+            assert result.returncode != 0, kind
+            assert f"stage {index}/{len(stages)} {kind}" in err and "Traceback" not in err, err
+            assert "failure injected by IMGBUILD_FAIL_STAGE" in err, err
+            if "while holding" in err:
+                holding.add(kind)
+            assert leaked_resources(tmp_path) == [], kind
+            assert list(out.iterdir()) == [], f"{kind}: {list(out.iterdir())}"
     assert seen == set(registry.kinds())
-
-    def fail(case: tuple[Path, int, str, int]) -> tuple[run.Completed, Path, list[str]]:
-        manifest, index, _, _ = case
-        out = tmp_path / f"out-{manifest.stem}-{index}"
-        result = imgbuild(
-            ["build", manifest, "--output", out, "--progress", "plain"],
-            env={"IMGBUILD_FAIL_STAGE": f"{index}:held"},
-            check=False,
-        )
-        return result, out, leaked_resources(out)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(fail, cases))
-    holding: set[str] = set()
-    for (_, index, kind, count), (result, out, leaks) in zip(cases, results, strict=True):
-        err = result.stderr.decode()
-        assert result.returncode != 0, kind
-        assert f"stage {index}/{count} {kind}" in err and "Traceback" not in err, err
-        assert "failure injected by IMGBUILD_FAIL_STAGE" in err, err
-        if "while holding" in err:
-            holding.add(kind)
-        assert leaks == [], kind
-        assert list(out.iterdir()) == [], f"{kind}: {list(out.iterdir())}"
-    assert leaked_resources(tmp_path) == []
     assert holding >= WORKS_IN_MOUNTS | {"fs.mkfs"}, holding

@@ -26,7 +26,9 @@ SIGNATURE = b"EFI PART"
 # Header: signature, revision, header size, header CRC32, reserved, my LBA, alternate LBA, first usable,
 # last usable, disk GUID, entries LBA, number of entries, entry size, entries CRC32.
 _HEADER = struct.Struct("<8sIII4xQQQQ16sQIII")
+_HEADER_CRC = 16  # byte offsets in the header
 _DISK_GUID = slice(56, 72)
+_ENTRIES_CRC = 88
 _TYPE_GUID, _UNIQUE_GUID, _ATTRIBUTES = slice(0, 16), slice(16, 32), slice(48, 56)
 
 
@@ -43,38 +45,39 @@ class EntryFields:
 
 @dataclass(frozen=True)
 class _Header:
-    raw: bytearray  # the whole sector
+    raw: bytes  # the whole sector
     size: int
     my_lba: int
     alternate_lba: int
     entries_lba: int
     entries: int
     entry_size: int
+    entries_crc: int
 
 
 def _read_header(fd: int, lba: int) -> _Header:
-    raw = bytearray(os.pread(fd, SECTOR, lba * SECTOR))
+    raw = os.pread(fd, SECTOR, lba * SECTOR)
     if len(raw) < _HEADER.size:
         raise GptError(f"no GPT header at LBA {lba}: the image is too short")
     fields = _HEADER.unpack_from(raw)
-    signature, _, size, crc, my_lba, alternate, _, _, _, entries_lba, entries, entry_size, _ = fields
+    signature, _, size, crc, my_lba, alternate, _, _, _, entries_lba, entries, entry_size, array_crc = fields
     if signature != SIGNATURE or not _HEADER.size <= size <= SECTOR or entry_size < 128 or my_lba != lba:
         raise GptError(f"no valid GPT header at LBA {lba}")
     check = bytearray(raw[:size])
-    check[16:20] = b"\0\0\0\0"
+    struct.pack_into("<I", check, _HEADER_CRC, 0)
     if zlib.crc32(check) != crc:
         raise GptError(f"the GPT header at LBA {lba} fails its CRC")
-    return _Header(raw, size, my_lba, alternate, entries_lba, entries, entry_size)
+    return _Header(raw, size, my_lba, alternate, entries_lba, entries, entry_size, array_crc)
 
 
 def _write_copy(fd: int, header: _Header, entries: bytes, disk_guid: bytes) -> None:
     """Write `entries` where this header points, then the header with the new GUID and both CRCs."""
     os.pwrite(fd, entries, header.entries_lba * SECTOR)
-    raw = header.raw
+    raw = bytearray(header.raw)
     raw[_DISK_GUID] = disk_guid
-    struct.pack_into("<I", raw, 88, zlib.crc32(entries))
-    struct.pack_into("<I", raw, 16, 0)
-    struct.pack_into("<I", raw, 16, zlib.crc32(bytes(raw[: header.size])))
+    struct.pack_into("<I", raw, _ENTRIES_CRC, zlib.crc32(entries))
+    struct.pack_into("<I", raw, _HEADER_CRC, 0)
+    struct.pack_into("<I", raw, _HEADER_CRC, zlib.crc32(raw[: header.size]))
     os.pwrite(fd, bytes(raw), header.my_lba * SECTOR)
 
 
@@ -87,7 +90,7 @@ def set_fields(image: Path, disk_guid: str, partitions: Mapping[int, EntryFields
         if (backup.entries, backup.entry_size) != (primary.entries, primary.entry_size):
             raise GptError(f"the two GPT headers of {image} describe different entry arrays")
         array = bytearray(os.pread(fd, primary.entries * primary.entry_size, primary.entries_lba * SECTOR))
-        if len(array) != primary.entries * primary.entry_size or zlib.crc32(array) != _u32(primary.raw, 88):
+        if len(array) != primary.entries * primary.entry_size or zlib.crc32(array) != primary.entries_crc:
             raise GptError(f"the GPT entry array of {image} fails its CRC")
         for number, fields in partitions.items():
             if not 1 <= number <= primary.entries:
@@ -102,8 +105,3 @@ def set_fields(image: Path, disk_guid: str, partitions: Mapping[int, EntryFields
         guid = uuid.UUID(disk_guid).bytes_le
         _write_copy(fd, primary, bytes(array), guid)
         _write_copy(fd, backup, bytes(array), guid)
-
-
-def _u32(raw: bytearray, offset: int) -> int:
-    value: int = struct.unpack_from("<I", raw, offset)[0]
-    return value

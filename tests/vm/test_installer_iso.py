@@ -24,10 +24,10 @@ import pytest
 
 from builder import run, vm
 from builder.arch import Arch
-from builder.example import SELFTEST_KARG, SELFTEST_MARKER, ExampleImage
+from builder.example import SELFTEST_KARG, ExampleImage
 from builder.iso.medium import read_pvd
-from tests.bootpool import GUEST_SMP, Outcomes, boot_all
-from tests.imagebuilds import Built, ImageBuilds, imgbuild
+from tests.bootpool import GUEST_SMP, Outcomes, boot_all, boot_image
+from tests.imagebuilds import Built, ImageBuilds
 from tests.installed import Installed, allocated_bytes, partition_hashes, read_installed
 
 UNATTENDED = Path(__file__).resolve().parents[1] / "data" / "installer" / "unattended.toml"
@@ -170,18 +170,8 @@ def installs(isos: Isos, tmp_path_factory: pytest.TempPathFactory) -> Outcomes[s
 
 def _disk_boot(disk: Path, arch: Arch, firmware: str) -> str:
     """Boot the installed `disk` to the self-test marker: that console line."""
-    args: list[str | Path] = [
-        "boot",
-        disk,
-        "--arch",
-        arch.value,
-        "--firmware",
-        firmware,
-        "--smp",
-        str(GUEST_SMP),
-    ]
-    out = imgbuild([*args, "--append", SELFTEST_KARG, "--timeout", "900"]).out
-    return next((line for line in out.splitlines() if SELFTEST_MARKER in line), "")
+    args = ("--arch", arch.value, "--firmware", firmware, "--append", SELFTEST_KARG)
+    return boot_image(disk, *args, timeout=900).line()
 
 
 def _installed(installs: Outcomes[str, object], key: str, tmp: Path) -> tuple[Install, Installed]:

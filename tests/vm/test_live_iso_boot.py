@@ -8,13 +8,12 @@ tests/integration/test_live_iso.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from builder.example import SELFTEST_KARG, SELFTEST_MARKER, ExampleImage
-from tests.bootpool import GUEST_SMP, Outcomes, boot_all
-from tests.imagebuilds import Built, ImageBuilds, imgbuild
+from builder.example import SELFTEST_KARG, ExampleImage
+from tests.bootpool import Outcomes, boot_all, boot_image
+from tests.imagebuilds import Built, ImageBuilds
 from tests.integration.test_live_iso import live_iso
 
 BOOTS = {
@@ -26,10 +25,8 @@ BOOTS = {
 
 def _job(built: Built, arch: str, firmware: str, medium: str) -> Callable[[], str]:
     def boot() -> str:
-        iso = built.target_file("live-iso")
-        args: list[str | Path] = ["boot", iso, "--arch", arch, "--firmware", firmware, "--medium", medium]
-        out = imgbuild([*args, "--timeout", "1200", "--smp", str(GUEST_SMP)]).out
-        return next((line for line in out.splitlines() if SELFTEST_MARKER in line), "")
+        args = ("--arch", arch, "--firmware", firmware, "--medium", medium)
+        return boot_image(built.target_file("live-iso"), *args, timeout=1200).line()
 
     return boot
 

@@ -31,7 +31,7 @@ from builder import run
 from builder.arch import Arch
 from builder.example import SELFTEST_KARG, SELFTEST_MARKER, ExampleImage
 from builder.example_secureboot import Variant, build_variant
-from tests.bootpool import GUEST_SMP, Outcomes, boot_all
+from tests.bootpool import Outcomes, boot_all, boot_image
 from tests.imagebuilds import Built, ImageBuilds, imgbuild, partitions
 
 SB_LINE = "IMGBUILD-SECUREBOOT"
@@ -60,9 +60,8 @@ def variants() -> dict[tuple[Variant, Arch], ExampleImage]:
 
 def _boot(image: Path, arch: Arch, firmware: str, *, marker: str = SELFTEST_MARKER) -> str:
     """`imgbuild boot` until `marker`; its console output (an AssertionError when the marker never came)."""
-    argv: list[str | Path] = ["boot", image, "--arch", arch.value, "--firmware", firmware, "--marker", marker]
-    argv += ["--append", SELFTEST_KARG, "--timeout", str(TIMEOUT[arch]), "--smp", str(GUEST_SMP)]
-    return imgbuild(argv).out
+    args = ("--arch", arch.value, "--firmware", firmware, "--marker", marker, "--append", SELFTEST_KARG)
+    return boot_image(image, *args, timeout=TIMEOUT[arch]).console
 
 
 def unsigned_grub_copy(raw: Path, dest: Path, work: Path) -> Path:
